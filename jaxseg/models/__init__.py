@@ -1,0 +1,84 @@
+"""Model zoo: ``create(name, num_classes, **overrides)`` builds any model by name.
+
+>>> model = create("unet", num_classes=2, padding="SAME", base_features=8, depth=2)
+>>> model.depth
+2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from jaxseg.models.fcn import FCN, fcn_crop_offsets
+from jaxseg.models.layers import UpConv, bilinear_kernel, transposed_conv
+from jaxseg.models.simple import SimpleFCN, SimpleUNet
+from jaxseg.models.sizes import (
+    check_unet_input,
+    unet_input_size_for_output,
+    unet_output_size,
+    valid_unet_input_sizes,
+)
+from jaxseg.models.unet import UNet
+from jaxseg.models.vgg import VGG16
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "simple_fcn": SimpleFCN,
+    "simple_unet": SimpleUNet,
+    "fcn32s": functools.partial(FCN, output_stride=32),
+    "fcn16s": functools.partial(FCN, output_stride=16),
+    "fcn8s": functools.partial(FCN, output_stride=8),
+    "unet": UNet,
+}
+
+
+def _fields(constructor: Callable[..., nn.Module]) -> set[str]:
+    cls = constructor.func if isinstance(constructor, functools.partial) else constructor
+    return {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
+
+
+def create(name: str, num_classes: int, **overrides) -> nn.Module:
+    """Builds the model called ``name`` with ``num_classes`` output channels.
+
+    Args:
+      name: one of ``MODELS``: simple_fcn, simple_unet, fcn32s, fcn16s, fcn8s, unet.
+      num_classes: number of output classes (logit channels).
+      **overrides: model fields, e.g. ``padding='SAME'``, ``dtype=jnp.bfloat16``.
+
+    Raises:
+      ValueError: for an unknown name or a field the model does not have.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
+    constructor = MODELS[name]
+    unknown = set(overrides) - _fields(constructor)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no field(s) {sorted(unknown)}; its fields are "
+            f"{sorted(_fields(constructor) - {'num_classes'})}"
+        )
+    return constructor(num_classes=num_classes, **overrides)
+
+
+__all__ = [
+    "FCN",
+    "MODELS",
+    "VGG16",
+    "SimpleFCN",
+    "SimpleUNet",
+    "UNet",
+    "UpConv",
+    "bilinear_kernel",
+    "check_unet_input",
+    "create",
+    "fcn_crop_offsets",
+    "transposed_conv",
+    "unet_input_size_for_output",
+    "unet_output_size",
+    "valid_unet_input_sizes",
+]
