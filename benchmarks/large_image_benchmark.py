@@ -1,0 +1,134 @@
+"""Overlap-tile prediction of one large single-channel image with a valid-padding U-Net.
+
+    python benchmarks/large_image_benchmark.py            # 8192 x 8192, about 3 minutes on 2 cores
+    python benchmarks/large_image_benchmark.py --size 2048
+
+Reports wall time, tiles/s and peak host memory (``ru_maxrss``), and writes them with the
+configuration and machine information to ``benchmarks/results/large_image.json``. Parameters
+are random (timing does not depend on them). Peak memory should be the image, the float32
+``[H, W, K]`` output and a few tile batches: nothing scales with the image beyond those two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jaxseg import inference, models  # noqa: E402
+
+MIB = 2**20
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # KiB on Linux.
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=8192, help="image height and width")
+    parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
+    parser.add_argument("--base-features", type=int, default=16, help="U-Net top-level width")
+    parser.add_argument("--num-classes", type=int, default=2)
+    parser.add_argument("--output-tile", type=int, default=772, help="desired output tile size")
+    parser.add_argument("--tile-batch-size", type=int, default=2)
+    parser.add_argument("--tta", default=None, help="None, or a preset: flips, rotations, dihedral")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results/large_image.json"))
+    args = parser.parse_args()
+
+    model = models.create(
+        "unet", args.num_classes, depth=args.depth, base_features=args.base_features
+    )
+    tile = inference.unet_tile_size(args.output_tile, args.depth)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, tile, tile, 1)))
+    n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    predictor = inference.for_model(
+        model, variables, tile_size=tile, tile_batch_size=args.tile_batch_size, tta=args.tta
+    )
+    out_tile = predictor.output_tile_shape(1)[0]
+    step = out_tile - out_tile % 2**args.depth
+
+    # Warm-up on an image with at least one full tile batch: compiles the one shape used below.
+    side = step * int(np.ceil(np.sqrt(predictor.tile_batch_size)))
+    start = time.perf_counter()
+    predictor(np.zeros((side, side, 1), np.float32))
+    compile_s = time.perf_counter() - start
+
+    image = np.random.default_rng(0).random((args.size, args.size, 1), dtype=np.float32)
+    rss_before = peak_rss_mib()
+    rows, cols = predictor.tile_grid(image.shape)
+    start = time.perf_counter()
+    probs = predictor(image)
+    wall_s = time.perf_counter() - start
+    peak = peak_rss_mib()
+    assert probs.shape == (args.size, args.size, args.num_classes), probs.shape
+    assert np.allclose(probs.sum(-1), 1.0, atol=1e-4)
+
+    tiles = rows * cols * len(predictor.tta)
+    result = {
+        "benchmark": "large_image_overlap_tile",
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "image": [args.size, args.size, 1],
+            "model": "unet",
+            "padding": "VALID",
+            "depth": args.depth,
+            "base_features": args.base_features,
+            "num_classes": args.num_classes,
+            "parameters": int(n_params),
+            "input_tile": tile,
+            "output_tile": out_tile,
+            "tile_step": step,
+            "tile_batch_size": predictor.tile_batch_size,
+            "tta": [list(t) for t in predictor.tta],
+            "output": predictor.output,
+        },
+        "tiles": tiles,
+        "tile_grid": [rows, cols],
+        "wall_s": round(wall_s, 2),
+        "tiles_per_s": round(tiles / wall_s, 3),
+        "megapixels_per_s": round(args.size**2 * len(predictor.tta) / wall_s / 1e6, 3),
+        "warmup_and_compile_s": round(compile_s, 2),
+        "peak_rss_mib": round(peak, 1),
+        "rss_peak_before_predict_mib": round(rss_before, 1),
+        "image_mib": round(image.nbytes / MIB, 1),
+        "output_mib": round(probs.nbytes / MIB, 1),
+        "tile_batch_input_mib": round(predictor.tile_batch_size * tile**2 * 4 / MIB, 2),
+        "machine": machine_info(),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The input pipeline: TFDS ``array_record`` data read by grain, decoded and cropped on the host.
+
+``create_loader`` returns a ``grain.DataLoader`` whose batches are dicts of NumPy arrays:
+``image`` float32 ``[b, h, w, c]`` in [0, 1], ``label`` int32 ``[b, h, w]`` with class ids and
+``IGNORE_INDEX`` (-1) for ignored or padded pixels, optionally ``weight`` float32 ``[b, h, w]``
+(a per-pixel loss weight map), and for evaluation ``valid`` bool ``[b]`` (False for padding
+examples). Its iterator's state can be saved and restored (``get_state`` / ``set_state``, or
+``grain.checkpoint.CheckpointSave`` through Orbax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Callable, Iterator
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jaxseg.data.builders import SegmentationFolder, SegmentationFolderConfig
+from jaxseg.data.specs import IGNORE_INDEX, INVALID, DatasetSpec
+
+WeightFn = Callable[[np.ndarray], np.ndarray]
+
+
+def get_builder(spec: DatasetSpec, *, data_dir: str | None = None, manual_dir: str | None = None):
+    """The TFDS builder of ``spec``, prepared as ``array_record`` (prepared once, then reused)."""
+    if spec.tfds_name.startswith("segmentation_folder/"):
+        config = SegmentationFolderConfig(
+            name=spec.name,
+            class_names=spec.class_names,
+            ignore_label=spec.ignore_label,
+            num_channels=spec.num_channels,
+        )
+        builder = SegmentationFolder(config=config, data_dir=data_dir, file_format="array_record")
+    else:
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+        if spec.needs_manual_dir and not manual_dir:
+            raise ValueError(
+                f"dataset {spec.name!r} is not prepared in {builder.data_dir!r}; set manual_dir "
+                "(config.manual_dir) to your copy of the data"
+            )
+        if spec.license_note:
+            print(f"Preparing {spec.name}: {spec.license_note}")
+        if manual_dir:
+            manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+            if spec.needs_manual_dir and (
+                not os.path.isdir(manual_dir) or not os.listdir(manual_dir)
+            ):
+                raise ValueError(
+                    f"manual_dir {manual_dir!r} for dataset {spec.name!r} is missing or empty"
+                )
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
+        )
+    return builder
+
+
+@dataclasses.dataclass
+class DecodedSource(grain.sources.RandomAccessDataSource):
+    """A TFDS data source decoded to ``image`` uint8 ``[H, W, C]`` and ``label`` int32 ``[H, W]``.
+
+    Stored label values go through the spec's lookup table; a value that maps to no class and is
+    not the ignore label raises an error naming the file. With ``resize_to`` images are resized
+    bilinearly and labels by nearest neighbour. With ``weight_fn`` a per-pixel weight map is
+    computed from the label and cached per example (it depends on the label only).
+    """
+
+    source: object
+    spec: DatasetSpec
+    resize_to: tuple[int, int] | None = None
+    weight_fn: WeightFn | None = None
+
+    def __post_init__(self):
+        self._lut = self.spec.label_lut()
+        self._weights = functools.lru_cache(maxsize=None)(self._compute_weights)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _compute_weights(self, index: int) -> np.ndarray:
+        return np.asarray(self.weight_fn(self._label(self.source[index], index)), np.float32)
+
+    def _label(self, record: dict, index: int) -> np.ndarray:
+        raw = np.asarray(record[self.spec.mask_key])
+        raw = raw[..., 0] if raw.ndim == 3 else raw
+        label = self._lut[raw]
+        if (label == INVALID).any():
+            bad = np.unique(raw[label == INVALID]).tolist()
+            raise ValueError(
+                f"{self.spec.name} example {index} ({_file_name(record)}): label value(s) {bad} are "
+                "neither a class nor the ignore label"
+            )
+        image_shape = np.shape(record[self.spec.image_key])[:2]
+        if label.shape != image_shape:
+            raise ValueError(
+                f"{self.spec.name} example {index} ({_file_name(record)}): mask size "
+                f"{label.shape} differs from image size {image_shape}"
+            )
+        if self.resize_to is not None:
+            label = np.asarray(Image.fromarray(label).resize(self.resize_to[::-1], Image.NEAREST))
+        return label
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.source[index]
+        image = np.asarray(record[self.spec.image_key])
+        image = image[..., None] if image.ndim == 2 else image
+        if self.resize_to is not None:
+            size = self.resize_to[::-1]
+            image = np.asarray(
+                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
+                    size, Image.BILINEAR
+                )
+            )
+            image = image[..., None] if image.ndim == 2 else image
+        example = {"image": image, "label": self._label(record, index)}
+        if self.weight_fn is not None:
+            example["weight"] = self._weights(index)
+        return example
+
+
+def _file_name(record: dict) -> str:
+    name = record.get("file_name", record.get("image_id", b"?"))
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def pad_example(example: dict, size: tuple[int, int], margin: int) -> dict:
+    """Pads by ``margin`` on every side, then at the bottom/right up to at least ``size``.
+
+    The image is mirror-extended (as in the U-Net paper), labels are padded with
+    ``IGNORE_INDEX`` and weights with 0, so padded pixels never count.
+    """
+    h, w = example["label"].shape
+    extra_h, extra_w = max(size[0] - h - 2 * margin, 0), max(size[1] - w - 2 * margin, 0)
+    pad = ((margin, margin + extra_h), (margin, margin + extra_w))
+    out = {"image": np.pad(example["image"], (*pad, (0, 0)), mode="symmetric")}
+    out["label"] = np.pad(example["label"], pad, constant_values=IGNORE_INDEX)
+    if "weight" in example:
+        out["weight"] = np.pad(example["weight"], pad)
+    return out
+
+
+@dataclasses.dataclass
+class RandomCrop(grain.transforms.RandomMap):
+    """Training: pad (see ``pad_example``) and take a random ``size`` window."""
+
+    size: tuple[int, int]
+    margin: int = 0
+
+    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
+        example = pad_example(example, self.size, self.margin)
+        h, w = example["label"].shape
+        top = rng.integers(0, h - self.size[0] + 1)
+        left = rng.integers(0, w - self.size[1] + 1)
+        return {
+            k: v[top : top + self.size[0], left : left + self.size[1]] for k, v in example.items()
+        }
+
+
+@dataclasses.dataclass
+class PadToSize(grain.transforms.Map):
+    """Evaluation: pad (see ``pad_example``) to exactly ``size``; a larger image is an error."""
+
+    size: tuple[int, int]
+    margin: int = 0
+
+    def map(self, example: dict) -> dict:
+        h, w = example["label"].shape
+        if h + 2 * self.margin > self.size[0] or w + 2 * self.margin > self.size[1]:
+            raise ValueError(
+                f"evaluation image of size {(h, w)} (+ margin {self.margin}) does not fit the "
+                f"evaluation input size {self.size}; raise config.eval_size"
+            )
+        return {**pad_example(example, self.size, self.margin), "valid": np.bool_(True)}
+
+
+class ToFloat(grain.transforms.Map):
+    """uint8 image -> float32 in [0, 1]."""
+
+    def map(self, example: dict) -> dict:
+        return {**example, "image": example["image"].astype(np.float32) / 255.0}
+
+
+def create_loader(
+    spec: DatasetSpec,
+    split: str,
+    *,
+    batch_size: int,
+    size: tuple[int, int],
+    train: bool,
+    seed: int = 0,
+    margin: int = 0,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    resize_to: tuple[int, int] | None = None,
+    weight_fn: WeightFn | None = None,
+    worker_count: int = 0,
+    num_epochs: int | None = None,
+) -> grain.DataLoader:
+    """A grain loader over this host's share of ``split``.
+
+    Args:
+      spec: the dataset.
+      split: a TFDS split, slices allowed (``'train[:20]'``).
+      batch_size: examples per batch on this host (the global batch / process count).
+      size: ``(height, width)`` of the model input every example is cropped or padded to.
+      train: shuffle (seeded), repeat, random-crop and drop the last partial batch; otherwise
+        visit each example once in order, pad to ``size`` and mark padding examples invalid.
+      seed: shuffle and crop seed; the same seed gives the same batches.
+      margin: mirror-extension of the image on every side (``(input - output) / 2`` of a
+        valid-padding U-Net), so that labels line up with the centre of the model output.
+      data_dir, manual_dir: TFDS data folder and the user's raw data (manual datasets).
+      resize_to: resize every example to ``(height, width)`` first.
+      weight_fn: per-pixel weight map from a label, e.g. ``losses.border_weight_map``.
+      worker_count: grain worker processes (0: in this process).
+      num_epochs: passes over the data for training (``None``: forever).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if min(size) < 1 or margin < 0:
+        raise ValueError(f"bad input size {size} or margin {margin}")
+    source = get_builder(spec, data_dir=data_dir, manual_dir=manual_dir).as_data_source(split)
+    decoded = DecodedSource(source, spec, resize_to, weight_fn)
+    if len(decoded) == 0:
+        raise ValueError(f"split {split!r} of {spec.name} is empty")
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(decoded),
+        shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=train),
+        shuffle=train,
+        num_epochs=num_epochs if train else 1,
+        seed=seed,
+    )
+    if train:
+        ops = [
+            RandomCrop(tuple(size), margin),
+            ToFloat(),
+            grain.transforms.Batch(batch_size, drop_remainder=True),
+        ]
+    else:
+        ops = [
+            PadToSize(tuple(size), margin),
+            ToFloat(),
+            grain.transforms.Batch(
+                batch_size, drop_remainder=False, batch_fn=functools.partial(_pad_batch, batch_size)
+            ),
+        ]
+    return grain.DataLoader(
+        data_source=decoded,
+        sampler=sampler,
+        operations=ops,
+        worker_count=worker_count,
+        read_options=grain.ReadOptions(
+            num_threads=max(1, min(8, os.cpu_count() or 1)), prefetch_buffer_size=2 * batch_size
+        ),
+    )
+
+
+def _pad_batch(batch_size: int, examples) -> dict:
+    """Stacks examples and pads with all-ignore, invalid examples up to ``batch_size``."""
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    missing = batch_size - len(examples)
+    if missing:
+        batch = {k: np.concatenate([v, _padding_like(k, v, missing)]) for k, v in batch.items()}
+    return batch
+
+
+def _padding_like(key: str, value: np.ndarray, count: int) -> np.ndarray:
+    fill = {"label": IGNORE_INDEX, "valid": False}.get(key, 0)
+    return np.full((count, *value.shape[1:]), fill, value.dtype)
+
+
+def num_eval_batches(num_examples: int, batch_size: int) -> int:
+    """Evaluation batches per host: the same on every host (the largest shard decides)."""
+    return math.ceil(math.ceil(num_examples / jax.process_count()) / batch_size)
+
+
+def eval_batches(loader: grain.DataLoader, num_batches: int) -> Iterator[dict]:
+    """Yields exactly ``num_batches`` batches, topping up with all-invalid ones, so that every
+    host runs the same number of evaluation steps even when the split does not divide evenly."""
+    last = None
+    count = 0
+    for batch in loader:
+        last = batch
+        count += 1
+        yield batch
+    if last is None and num_batches:
+        raise ValueError("this host's share of the evaluation split is empty")
+    for _ in range(num_batches - count):
+        yield {k: _padding_like(k, v, v.shape[0]) for k, v in last.items()}
