@@ -68,7 +68,8 @@ def main() -> None:
         "unet", args.num_classes, depth=args.depth, base_features=args.base_features
     )
     tile = inference.unet_tile_size(args.output_tile, args.depth)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, tile, tile, 1)))
+    small = inference.unet_tile_size(4, args.depth)  # Parameters do not depend on the size.
+    variables = model.init(jax.random.key(0), jnp.zeros((1, small, small, 1)))
     n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
     predictor = inference.for_model(
         model, variables, tile_size=tile, tile_batch_size=args.tile_batch_size, tta=args.tta
@@ -83,7 +84,7 @@ def main() -> None:
     compile_s = time.perf_counter() - start
 
     image = np.random.default_rng(0).random((args.size, args.size, 1), dtype=np.float32)
-    rss_before = peak_rss_mib()
+    rss_before, load_before = peak_rss_mib(), os.getloadavg()[0]
     rows, cols = predictor.tile_grid(image.shape)
     start = time.perf_counter()
     probs = predictor(image)
@@ -122,6 +123,7 @@ def main() -> None:
         "image_mib": round(image.nbytes / MIB, 1),
         "output_mib": round(probs.nbytes / MIB, 1),
         "tile_batch_input_mib": round(predictor.tile_batch_size * tile**2 * 4 / MIB, 2),
+        "load_average_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": machine_info(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

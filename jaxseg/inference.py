@@ -1,31 +1,26 @@
 """Prediction of images of any size, tile by tile, with memory bounded by the tile batch.
 
-Two tilings share one pipeline:
+* ``'overlap_tile'``, valid-padding models (U-Net paper, Fig. 2): the image is mirrored
+  (``np.pad`` 'reflect') by the margin ``(tile - output tile) / 2``, and more at the bottom/right
+  until output tiles cover it; output tiles partition the image. Tiles start at multiples of
+  ``alignment`` (``2**depth`` for a U-Net), so each meets the pooling grid in the phase the
+  whole padded image does: the stitch equals predicting the whole mirror-padded image at once.
+  (Depth-4 output tiles are 4 mod 16 pixels, 388 for 572: they step by 384, dropping 4 rows.)
+* ``'sliding_window'``, 'SAME' models: windows overlap by the fraction ``overlap`` and are
+  blended with a Gaussian weight (sigma = window / 8 per axis, as nnU-Net) normalised by the
+  summed weights at every pixel.
 
-* ``'overlap_tile'``, for valid-padding models (U-Net paper, Fig. 2): the image is extended by
-  mirroring (reflection, no repeated edge) by the model's margin ``(tile - output tile) / 2``
-  on every side, and further at the bottom/right until the output tiles cover it; input tiles
-  are cut so that their output tiles cover the image, and stitched. Tiles start at multiples of
-  ``alignment`` (``2**depth`` for a U-Net), so every tile meets the pooling grid in the same
-  phase as the whole padded image does: the stitched output then equals predicting the whole
-  mirror-padded image at once. A depth-4 U-Net's output tiles are 4 mod 16 pixels (388 for
-  572), so neighbouring tiles then overlap by a few pixels, which the earlier tile provides.
-* ``'sliding_window'``, for models whose output has the input's size ('SAME' padding):
-  windows overlap by the fraction ``overlap`` and are blended with a centre-weighted Gaussian
-  (sigma = window / 8 per axis, as nnU-Net), normalised by the summed weights at every pixel.
-
-Tiles are gathered from the image with mirrored indices (no padded copy of the image), batched,
-sharded over ``Mesh(devices, ('data',))`` by a ``jax.jit`` compiled once per tile batch shape,
-and stitched on the host into a float32 ``[H, W, K]`` array: device memory depends on the tile
-batch, not the image. Test-time augmentation runs the pipeline on each dihedral transform of
-the image and adds the result into the same transform of the output (a NumPy view), which maps
-it back; the average is taken in the output space (probabilities by default).
+Tiles are gathered with mirrored indices (no padded copy), batched, sharded over
+``Mesh(devices, ('data',))`` by one ``jax.jit`` and stitched on the host into a float32
+``[H, W, K]`` array: device memory depends on the tile batch only. Test-time augmentation runs
+the pipeline on each dihedral transform of the image and adds the result into the same
+transform of the output (a NumPy view), mapping it back; it averages in the output space
+(probabilities by default, as nnU-Net).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -43,7 +38,7 @@ OUTPUTS = ("probabilities", "logits")
 Transform = tuple[int, bool]  # (quarter turns counter-clockwise, flip left-right first)
 DIHEDRAL: tuple[Transform, ...] = tuple((k, f) for f in (False, True) for k in range(4))
 TTA_PRESETS: dict[str, tuple[Transform, ...]] = {
-    "dihedral": DIHEDRAL,  # All 8 flips and rotations.
+    "dihedral": DIHEDRAL,
     "rotations": tuple((k, False) for k in range(4)),  # As the U-Net paper on ISBI 2012.
     "flips": ((0, False), (0, True), (2, True), (2, False)),  # None, left-right, up-down, both.
 }
@@ -58,35 +53,13 @@ def unet_tile_size(output_size: int, depth: int = 4) -> int:
     return unet_input_size_for_output(output_size, depth)
 
 
-def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
-        raise ValueError(f"{name} must be a positive int or (height, width); got {size!r}")
-    return pair
-
-
-def _mirror(index: np.ndarray, size: int) -> np.ndarray:
-    """Maps any integer index into ``[0, size)`` by reflection, as ``np.pad(mode='reflect')``."""
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * size - 2
-    index = index % period
-    return np.where(index < size, index, period - index)
-
-
-def _transform(x: np.ndarray, t: Transform) -> np.ndarray:
-    """A dihedral transform of the first two axes, as a view."""
-    quarter_turns, flip = t
-    return np.rot90(x[:, ::-1] if flip else x, quarter_turns)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Axis:
     """Tiling of one axis: per tile, its first input index and the output span it writes."""
 
-    starts: list[int]  # In image coordinates; negative or past the end means mirrored.
-    spans: list[tuple[int, int]]  # Output range [a, b) in the image, from tile output row 0.
-    weights: list[np.ndarray] | None  # Per tile, normalised blending weights over its span.
+    starts: list[int]  # Image coordinates; outside [0, size) means mirrored.
+    spans: list[tuple[int, int]]  # Output rows [a, b) of the image, from the tile's output row 0.
+    weights: list[np.ndarray] | None  # Normalised blending weights over each span.
 
 
 def _overlap_tile_axis(size: int, tile: int, out: int, alignment: int) -> _Axis:
@@ -99,8 +72,7 @@ def _overlap_tile_axis(size: int, tile: int, out: int, alignment: int) -> _Axis:
 def _sliding_axis(size: int, window: int, step: int) -> _Axis:
     n = -(-max(size - window, 0) // step) + 1
     spans = [(i * step, min(i * step + window, size)) for i in range(n)]
-    sigma = window / 8
-    gauss = np.exp(-0.5 * ((np.arange(window) - (window - 1) / 2) / sigma) ** 2)
+    gauss = np.exp(-0.5 * ((np.arange(window) - (window - 1) / 2) / (window / 8)) ** 2)
     total = np.zeros(size)
     for a, b in spans:
         total[a:b] += gauss[: b - a]
@@ -108,33 +80,46 @@ def _sliding_axis(size: int, window: int, step: int) -> _Axis:
     return _Axis([a for a, _ in spans], spans, weights)
 
 
+def _mirror(index: np.ndarray, size: int) -> np.ndarray:
+    """Maps any integer index into ``[0, size)`` by reflection, as ``np.pad(mode='reflect')``."""
+    if size == 1:
+        return np.zeros_like(index)
+    index = index % (2 * size - 2)
+    return np.where(index < size, index, 2 * size - 2 - index)
+
+
+def _transform(x: np.ndarray, t: Transform) -> np.ndarray:
+    """A dihedral transform of the first two axes, as a view."""
+    return np.rot90(x[:, ::-1] if t[1] else x, t[0])
+
+
 class Predictor:
-    """Predicts ``[H, W, C]`` images of any size with a tile model; reuse it to reuse compilation.
+    """Predicts ``[H, W, C]`` images of any size tile by tile; reuse it to reuse compilation.
 
     Args:
-      apply_fn: ``images [B, h, w, C] -> logits [B, h', w', K]``, e.g.
-        ``functools.partial(model.apply, variables)``. Traced with ``jax.jit``.
-      mode: ``'overlap_tile'`` (valid-padding models: ``h' = h - 2 * margin``) or
-        ``'sliding_window'`` (``h' = h``).
-      tile_size: input tile (window) size, an int or ``(height, width)``; must be valid for the
-        model (a valid U-Net: see ``unet_tile_size``).
+      apply_fn: ``images [B, h, w, C] -> logits [B, h', w', K]``, or, given ``variables``,
+        ``(variables, images) -> logits`` (e.g. ``model.apply``). Arrays it closes over are
+        compiled in as constants: pass large ones as ``variables``.
+      mode: ``'overlap_tile'`` (``h' = h - 2 * margin``) or ``'sliding_window'`` (``h' = h``).
+      tile_size: input tile (window) size, int or ``(height, width)``, valid for the model.
       tile_batch_size: tiles per device call; rounded up to a multiple of the device count.
-      overlap: ``sliding_window`` only: fraction in ``[0, 1)`` of a window shared with the next.
-      alignment: tiles start at multiples of this; the model's total downsampling factor
+      overlap: for ``sliding_window``, the fraction in ``[0, 1)`` of a window its next shares.
+      alignment: tiles start at multiples of this; the model's downsampling factor
         (``2**depth`` for a U-Net) makes every tile see the pooling grid in the same phase.
-      tta: test-time augmentation: ``None`` (none), ``True`` (all 8 dihedral transforms), a
+      tta: test-time augmentation: ``None``, ``True`` (all 8 dihedral transforms), a
         ``TTA_PRESETS`` name, or a sequence of ``(quarter_turns, flip)`` pairs.
-      output: ``'probabilities'`` (softmax; blended and averaged as probabilities) or
-        ``'logits'`` (blended and averaged as logits).
-      devices: devices to shard the tile batch over (default: all of ``jax.devices()``).
+      output: ``'probabilities'`` (softmax, blended and averaged) or ``'logits'`` (blended and
+        averaged as logits).
+      devices: devices to shard each tile batch over (default: ``jax.devices()``).
+      variables: optional pytree for ``apply_fn``, replicated on the devices once.
 
     Raises:
-      ValueError: for an unknown mode or output, a bad tile size, overlap, batch size or tta.
+      ValueError: for a bad mode, output, overlap, batch size, tta or tile size.
     """
 
     def __init__(
         self,
-        apply_fn: Callable[[jax.Array], jax.Array],
+        apply_fn: Callable[..., jax.Array],
         *,
         mode: str,
         tile_size: int | Sequence[int],
@@ -144,6 +129,7 @@ class Predictor:
         tta: bool | str | Sequence[Transform] | None = None,
         output: str = "probabilities",
         devices: Sequence[jax.Device] | None = None,
+        variables=None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
@@ -151,54 +137,54 @@ class Predictor:
             raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1); got {overlap}")
-        if not isinstance(tile_batch_size, int) or tile_batch_size < 1:
-            raise ValueError(f"tile_batch_size must be a positive int; got {tile_batch_size!r}")
-        if not isinstance(alignment, int) or alignment < 1:
-            raise ValueError(f"alignment must be a positive int; got {alignment!r}")
+        for name, value in (("tile_batch_size", tile_batch_size), ("alignment", alignment)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
         self.mode, self.output, self.overlap, self.alignment = mode, output, overlap, alignment
-        self.tile_size = _pair(tile_size, "tile_size")
+        self.tile_size = _pair(tile_size)
         self.tta = _parse_tta(tta)
-        self.apply_fn = apply_fn
         self.devices = list(devices) if devices is not None else jax.devices()
         self.tile_batch_size = -(-tile_batch_size // len(self.devices)) * len(self.devices)
-        self._sharding = NamedSharding(Mesh(np.asarray(self.devices), ("data",)), P("data"))
+        mesh = Mesh(np.asarray(self.devices), ("data",))
+        self._sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+        self._variables = jax.device_put(variables, replicated)
         self._out_tiles: dict[int, tuple[int, int, int]] = {}
 
-        def tile_fn(x: jax.Array) -> jax.Array:
-            logits = apply_fn(x).astype(jnp.float32)
+        def tile_fn(variables, x: jax.Array) -> jax.Array:
+            logits = apply_fn(x) if variables is None else apply_fn(variables, x)
+            logits = logits.astype(jnp.float32)
             return jax.nn.softmax(logits, axis=-1) if output == "probabilities" else logits
 
-        self._fn = jax.jit(tile_fn, in_shardings=self._sharding, out_shardings=self._sharding)
+        self._tile_fn = tile_fn
+        shardings = dict(in_shardings=(replicated, self._sharding), out_shardings=self._sharding)
+        self._fn = jax.jit(tile_fn, **shardings)
 
     def output_tile_shape(self, channels: int) -> tuple[int, int, int]:
-        """``(h', w', K)`` of the model's output for one input tile with ``channels`` channels."""
+        """``(h', w', K)``: the model's output for one input tile of ``channels`` channels."""
         if channels not in self._out_tiles:
-            self._out_tiles[channels] = self._check_tile(channels)
+            (th, tw), mode = self.tile_size, self.mode
+            x = jax.ShapeDtypeStruct((1, th, tw, channels), jnp.float32)
+            _, oh, ow, k = jax.eval_shape(self._tile_fn, self._variables, x).shape
+            shape = f"tile {th}x{tw} gives output {oh}x{ow}"
+            if mode == "sliding_window" and (oh, ow) != (th, tw):
+                raise ValueError(f"sliding_window needs a 'SAME' model; {shape}: use overlap_tile")
+            if mode == "overlap_tile" and ((th - oh) % 2 or (tw - ow) % 2 or oh > th or ow > tw):
+                raise ValueError(f"overlap_tile needs an output smaller by even margins; {shape}")
+            if min(oh, ow) < self.alignment:
+                raise ValueError(f"{shape}, smaller than alignment {self.alignment}")
+            self._out_tiles[channels] = (oh, ow, k)
         return self._out_tiles[channels]
 
-    def _check_tile(self, channels: int) -> tuple[int, int, int]:
-        th, tw = self.tile_size
-        x = jax.ShapeDtypeStruct((1, th, tw, channels), jnp.float32)
-        _, oh, ow, k = jax.eval_shape(self.apply_fn, x).shape
-        if self.mode == "sliding_window" and (oh, ow) != (th, tw):
-            raise ValueError(
-                f"sliding_window needs a model whose output has its input's size ('SAME' "
-                f"padding); tile {th}x{tw} gives {oh}x{ow}: use mode='overlap_tile'"
-            )
-        if self.mode == "overlap_tile" and ((th - oh) % 2 or (tw - ow) % 2 or oh > th or ow > tw):
-            raise ValueError(
-                f"overlap_tile needs an output tile smaller than the input tile by an even number "
-                f"of pixels on each axis; tile {th}x{tw} gives {oh}x{ow}"
-            )
-        if self.mode == "overlap_tile" and min(oh, ow) < self.alignment:
-            raise ValueError(f"output tile {oh}x{ow} is smaller than alignment {self.alignment}")
-        return oh, ow, k
+    def tile_grid(self, shape: Sequence[int]) -> tuple[int, int]:
+        """Tile rows and columns for an image of shape ``[H, W, C]`` (per TTA transform)."""
+        (oh, ow, _), (th, tw) = self.output_tile_shape(shape[2]), self.tile_size
+        return len(self._axis(shape[0], th, oh).spans), len(self._axis(shape[1], tw, ow).spans)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Predicts one image.
 
         Args:
-          image: ``[height, width, channels]``, any real dtype (passed to the model as float32).
+          image: ``[height, width, channels]``, any real dtype (given to the model as float32).
 
         Returns:
           float32 ``[height, width, num_classes]`` probabilities or logits.
@@ -214,21 +200,14 @@ class Predictor:
             out /= len(self.tta)
         return out
 
-    def tile_grid(self, shape: Sequence[int]) -> tuple[int, int]:
-        """Number of tile rows and columns for an image of shape ``[H, W, C]`` (no TTA)."""
-        (oh, ow, _), (th, tw) = self.output_tile_shape(shape[2]), self.tile_size
-        return len(self._axis(shape[0], th, oh).spans), len(self._axis(shape[1], tw, ow).spans)
-
     def _axis(self, size: int, tile: int, out: int) -> _Axis:
         if self.mode == "overlap_tile":
             return _overlap_tile_axis(size, tile, out, self.alignment)
         step = int(tile * (1 - self.overlap)) // self.alignment * self.alignment
-        if not self.alignment <= tile:
-            raise ValueError(f"window {tile} is smaller than alignment {self.alignment}")
         return _sliding_axis(size, tile, max(step, self.alignment))
 
     def _predict_into(self, image: np.ndarray, out: np.ndarray, out_tile: tuple[int, int]):
-        """Adds the prediction of ``image [H, W, C]`` into ``out [H, W, K]`` (possibly a view)."""
+        """Adds the prediction of ``image [H, W, C]`` into ``out [H, W, K]`` (may be a view)."""
         (h, w, c), (th, tw) = image.shape, self.tile_size
         ay, ax = self._axis(h, th, out_tile[0]), self._axis(w, tw, out_tile[1])
         rows = [_mirror(np.arange(s, s + th), h) for s in ay.starts]
@@ -242,7 +221,8 @@ class Predictor:
             x = np.zeros((batch, th, tw, c), np.float32)  # Zero tiles pad the last batch.
             for n, (i, j) in enumerate(chunk):
                 x[n] = image[np.ix_(rows[i], cols[j])]
-            y = self._fn(jax.device_put(x, self._sharding))  # Dispatched asynchronously.
+            # Dispatch is asynchronous: the previous batch is stitched while this one runs.
+            y = self._fn(self._variables, jax.device_put(x, self._sharding))
             if pending is not None:
                 _stitch(out, *pending, ay, ax)
             pending = (chunk, y)
@@ -257,6 +237,13 @@ def _stitch(out: np.ndarray, chunk, y: jax.Array, ay: _Axis, ax: _Axis) -> None:
         if ay.weights is not None:
             pred = pred * (ay.weights[i][:, None, None] * ax.weights[j][None, :, None])
         out[y0:y1, x0:x1] += pred
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
+        raise ValueError(f"tile_size must be a positive int or (height, width); got {size!r}")
+    return pair
 
 
 def _parse_tta(tta) -> tuple[Transform, ...]:
@@ -274,26 +261,25 @@ def _parse_tta(tta) -> tuple[Transform, ...]:
     return transforms
 
 
-def predict(apply_fn: Callable[[jax.Array], jax.Array], image: np.ndarray, **kwargs) -> np.ndarray:
-    """Predicts one ``[H, W, C]`` image tile by tile: ``Predictor(apply_fn, **kwargs)(image)``.
+def predict(apply_fn: Callable[..., jax.Array], image: np.ndarray, **kwargs) -> np.ndarray:
+    """Predicts one ``[H, W, C]`` image: ``Predictor(apply_fn, **kwargs)(image)``.
 
     Returns:
-      float32 ``[H, W, num_classes]`` probabilities or logits (``output=``).
+      float32 ``[H, W, num_classes]`` probabilities or logits.
     """
     return Predictor(apply_fn, **kwargs)(image)
 
 
 def model_tiling(model: nn.Module) -> tuple[str, int, int]:
-    """``(mode, size_multiple, alignment)`` for a jaxseg model.
+    """``(mode, tile size multiple, alignment)`` for a jaxseg model.
 
     Raises:
       ValueError: for a model this module does not know (use ``Predictor`` directly).
     """
     if isinstance(model, UNet):
         factor = 2**model.depth
-        if model.padding == "VALID":
-            return "overlap_tile", 1, factor
-        return "sliding_window", factor, factor
+        valid = model.padding == "VALID"
+        return ("overlap_tile", 1, factor) if valid else ("sliding_window", factor, factor)
     if isinstance(model, (SimpleUNet, SimpleFCN)):
         factor = 8 if isinstance(model, SimpleUNet) else 4
         return "sliding_window", factor, factor
@@ -305,14 +291,14 @@ def model_tiling(model: nn.Module) -> tuple[str, int, int]:
 def for_model(
     model: nn.Module, variables, *, tile_size: int | Sequence[int] | None = None, **kwargs
 ) -> Predictor:
-    """A ``Predictor`` for a jaxseg model, with mode, alignment and tile size chosen for it.
+    """A ``Predictor`` for a jaxseg model, with the mode, alignment and tile size it needs.
 
-    Valid-padding U-Nets use overlap-tile (default tile: the input for a 256-pixel output tile),
-    the others sliding windows (default window: 256, a multiple of every model's factor).
+    Valid-padding U-Nets get overlap-tile (default tile: the input of a 256-pixel output tile),
+    the others sliding windows (default 256, a multiple of every model's size factor).
 
     Args:
       model: a ``UNet``, ``SimpleUNet``, ``SimpleFCN`` or ``FCN``.
-      variables: the model's variables (``{'params': ...}``, and ``batch_stats`` if any).
+      variables: its variables (``{'params': ...}``, and ``batch_stats`` if any).
       tile_size: input tile (window) size, int or ``(height, width)``; checked against the model.
       **kwargs: other ``Predictor`` arguments (``tile_batch_size``, ``overlap``, ``tta``, ...).
 
@@ -321,12 +307,11 @@ def for_model(
     """
     mode, multiple, alignment = model_tiling(model)
     if tile_size is None:
-        valid_unet = mode == "overlap_tile"
-        tile_size = unet_tile_size(256, model.depth) if valid_unet else max(256, multiple)
-    tile = _pair(tile_size, "tile_size")
+        tile_size = unet_tile_size(256, model.depth) if mode == "overlap_tile" else 256
+    tile = _pair(tile_size)
     if mode == "overlap_tile":
         check_unet_input(tile, model.depth, "VALID")
     else:
         check_divisible(f"{type(model).__name__} tile_size", tile, multiple)
-    apply_fn = functools.partial(model.apply, variables)
-    return Predictor(apply_fn, mode=mode, tile_size=tile, alignment=alignment, **kwargs)
+    kwargs.update(mode=mode, tile_size=tile, alignment=alignment, variables=variables)
+    return Predictor(model.apply, **kwargs)

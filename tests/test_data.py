@@ -348,6 +348,9 @@ def test_cityscapes_label_ids_map_to_train_ids(tmp_path):
     assert lut[0] == lut[6] == lut[255] == data.IGNORE_INDEX and (lut != INVALID).all()
     assert sorted(set(lut[lut >= 0])) == list(range(19))
     fn = fake_source("segmentation_label", "image_left", [0, 7, 8, 26, 33, 4])
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    (raw_dir / "leftImg8bit_trainvaltest.zip").write_bytes(b"")
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=fn):
         ld = loader(
             "cityscapes",
@@ -355,9 +358,9 @@ def test_cityscapes_label_ids_map_to_train_ids(tmp_path):
             str(tmp_path),
             train=False,
             size=(20, 30),
-            manual_dir=str(tmp_path),
+            manual_dir=str(raw_dir),
         )
-        labels = np.concatenate([b["label"] for b in ld])
+        labels = np.concatenate([b["label"][b["valid"]] for b in ld])
     raw = np.concatenate([e["segmentation_label"][..., 0] for e in fn(None, None)])
     np.testing.assert_array_equal(labels.reshape(-1), lut[raw.reshape(-1)])
 

@@ -1,0 +1,69 @@
+"""Defaults every config starts from; the other files in configs/ override a few fields.
+
+python -m jaxseg.train --config configs/base.py --workdir /tmp/jaxseg_base
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Model: a name from jaxseg.models.MODELS and the fields to override on it.
+    config.model = "unet"
+    config.model_kwargs = ml_collections.ConfigDict(
+        {"padding": "SAME", "base_features": 16, "depth": 3}
+    )
+    config.dtype = "float32"  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+
+    # Data: a name from jaxseg.data.SPECS, or 'folder:NAME' for your own images/ + masks/.
+    config.dataset = "synthetic_shapes"
+    config.data_dir = placeholder(
+        str
+    )  # TFDS data folder (None: TFDS's default, ~/tensorflow_datasets).
+    config.manual_dir = placeholder(str)  # Your copy of the raw data, for datasets that need one.
+    config.class_names = ()  # Folder datasets only: one name per class.
+    config.ignore_label = placeholder(
+        int
+    )  # Folder datasets only: the stored label value to ignore.
+    config.train_split = ""  # '' = the dataset's default training split.
+    config.eval_split = ""  # '' = the dataset's default evaluation split.
+    config.input_size = (64, 64)  # (height, width) of training crops fed to the model.
+    config.eval_size = (96, 96)  # (height, width) evaluation images are padded to (whole images).
+    config.resize_to = ()  # (height, width) to resize every example to first; () = keep.
+    config.data_workers = 0  # grain worker processes (0 = read in the training process).
+
+    # Training length and cadence, all in steps.
+    config.batch_size = 16  # Global batch, split over all devices and hosts.
+    config.eval_batch_size = 32  # Global evaluation batch.
+    config.num_train_steps = 1200
+    config.eval_every_steps = 400
+    config.checkpoint_every_steps = 400
+    config.log_every_steps = 50
+    config.seed = 0
+
+    # Optimizer and schedule.
+    config.optimizer = "adamw"  # 'sgd', 'adam' or 'adamw'.
+    config.learning_rate = 3e-3  # Peak learning rate.
+    config.momentum = 0.9  # SGD momentum.
+    config.nesterov = False  # SGD only.
+    config.weight_decay = 1e-4  # AdamW decoupled decay, or L2 for SGD.
+    config.schedule = "warmup_cosine"  # 'constant', 'cosine', 'warmup_cosine' or 'polynomial'.
+    config.warmup_steps = 50  # Linear warm-up (used by every schedule when > 0).
+    config.polynomial_power = 0.9  # 'polynomial' schedule exponent.
+    config.grad_clip_norm = 1.0  # Clip the global gradient norm; 0 = off.
+    config.grad_accum_steps = 1  # Micro-batches per update; batch_size must divide by it.
+
+    # Loss: weights of the named losses, and the U-Net paper's border weight map.
+    config.loss = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": 0.0, "focal": 0.0})
+    config.class_weights = ()  # One weight per class for cross-entropy; () = equal.
+    config.border_weights = ml_collections.ConfigDict(
+        {"enabled": False, "w0": 10.0, "sigma": 5.0, "foreground": 1}
+    )
+
+    # On-device augmentation: fields of jaxseg.augment.AugmentParams (unset ones stay off).
+    config.augment = ml_collections.ConfigDict({"flip_h_prob": 0.5, "flip_v_prob": 0.5})
+
+    # Logging: images written to TensorBoard at each evaluation.
+    config.num_log_images = 4
+    return config

@@ -1,0 +1,448 @@
+"""The training loop: ``train_and_evaluate(config, workdir)`` and the pieces it is made of.
+
+One pure ``train_step`` (augment -> model -> loss -> optax) and ``eval_step`` (confusion matrix),
+each ``jax.jit``-ed with the batch sharded over a ``('data',)`` mesh of every device and the
+state replicated, so the same code runs on one CPU, eight fake CPU devices, a GPU, a TPU slice
+or several hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from tqdm import tqdm
+
+from jaxseg import augment, checkpoint, data, losses, metrics, models, parallel, summary, visualize
+from jaxseg.models.layers import center_crop
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "polynomial")
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a config resolves to: the dataset, the model and its input geometry."""
+
+    spec: data.DatasetSpec
+    model: nn.Module
+    input_size: tuple[int, int]  # Training crop fed to the model.
+    eval_input_size: tuple[int, int]  # Evaluation input (eval_size plus the valid-padding margin).
+    margin: int  # Mirror-extension so that labels line up with a valid-padding model's output.
+
+
+def _positive(config, *names):
+    for name in names:
+        value = config[name]
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if not values or any(not isinstance(v, int) or v < 1 for v in values):
+            raise ValueError(f"config.{name} must be a positive integer (or pair); got {value!r}")
+
+
+def resolve(config: ml_collections.ConfigDict) -> Setup:
+    """Checks a config and builds its dataset spec and model; every bad value gets a clear error."""
+    _positive(config, "batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps")
+    _positive(config, "checkpoint_every_steps", "log_every_steps", "input_size", "eval_size")
+    _positive(config, "grad_accum_steps")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {config.dtype!r}; choose one of {tuple(DTYPES)}")
+    if not config.learning_rate > 0:
+        raise ValueError(f"config.learning_rate must be > 0; got {config.learning_rate}")
+    if config.batch_size % config.grad_accum_steps:
+        raise ValueError("config.batch_size must divide by config.grad_accum_steps")
+    folder = {"class_names": tuple(config.class_names), "ignore_label": config.ignore_label}
+    spec = data.get_spec(config.dataset, **(folder if config.dataset.startswith("folder:") else {}))
+    if config.class_weights and len(config.class_weights) != spec.num_classes:
+        raise ValueError(f"config.class_weights needs {spec.num_classes} values (one per class)")
+    model = models.create(
+        config.model, spec.num_classes, dtype=DTYPES[config.dtype], **config.model_kwargs.to_dict()
+    )
+    input_size, eval_size = tuple(config.input_size), tuple(config.eval_size)
+    if getattr(model, "padding", "SAME") == "VALID":
+        models.check_unet_input(input_size, model.depth, "VALID")
+        margin = (input_size[0] - models.unet_output_size(input_size[0], model.depth)) // 2
+        eval_input = tuple(models.unet_input_size_for_output(s, model.depth) for s in eval_size)
+        eval_input = (max(eval_input), max(eval_input))  # Equal margins on both axes.
+        margin_eval = (eval_input[0] - models.unet_output_size(eval_input[0], model.depth)) // 2
+        if margin_eval != margin:
+            raise AssertionError("a valid U-Net's margin does not depend on the input size")
+    else:
+        margin, eval_input = 0, eval_size
+    for size in (input_size, eval_input):  # Let the model refuse sizes it cannot take.
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size, spec.num_channels)))
+    return Setup(spec, model, input_size, eval_input, margin)
+
+
+def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax optimizer and learning-rate schedule the config names."""
+    lr, steps, warmup = config.learning_rate, config.num_train_steps, config.warmup_steps
+    decay_steps = max(steps - warmup, 1)
+    if config.schedule == "constant":
+        body = optax.constant_schedule(lr)
+    elif config.schedule == "polynomial":
+        body = optax.polynomial_schedule(lr, 0.0, config.polynomial_power, decay_steps)
+    else:
+        body = optax.cosine_decay_schedule(lr, decay_steps)
+    schedule = body
+    if warmup > 0:
+        schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), body], [warmup])
+    if config.optimizer == "sgd":
+        tx = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
+        if config.weight_decay:
+            tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
+    elif config.optimizer == "adam":
+        tx = optax.adam(schedule)
+    else:
+        tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+    if config.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+    return tx, schedule
+
+
+def create_train_state(config, setup: Setup, tx) -> TrainState:
+    shape = (1, *setup.input_size, setup.spec.num_channels)
+    variables = setup.model.init(jax.random.key(config.seed), jnp.zeros(shape), train=False)
+    return TrainState.create(
+        apply_fn=setup.model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables.get("batch_stats"),
+    )
+
+
+def _crop_like(x, logits):
+    if x is None:
+        return None
+    return center_crop(x[..., None], logits.shape[1], logits.shape[2])[..., 0]
+
+
+def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentParams):
+    """One update on a (global) batch; returns the new state and scalar metrics."""
+    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    aug_key, dropout_key = jax.random.split(rng)
+    images, labels, weights = batch["image"], batch["label"], batch.get("weight")
+    if aug != augment.AugmentParams(ignore_label=aug.ignore_label):
+        images, labels, weights = augment.augment_batch(aug_key, images, labels, aug, weights)
+    class_weights = jnp.asarray(config.class_weights, jnp.float32) if config.class_weights else None
+
+    def loss_fn(params, batch_stats, micro, key):
+        images, labels, weights = micro
+        variables = {"params": params}
+        if batch_stats is not None:
+            variables["batch_stats"] = batch_stats
+        logits, updates = state.apply_fn(
+            variables, images, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
+        )
+        total, parts = losses.segmentation_loss(
+            logits,
+            _crop_like(labels, logits),
+            weights=dict(config.loss),
+            ignore_label=data.IGNORE_INDEX,
+            class_weights=class_weights,
+            pixel_weights=_crop_like(weights, logits),
+        )
+        return total, (parts, updates.get("batch_stats", batch_stats))
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    accum = config.grad_accum_steps
+    if accum == 1:
+        (loss, (parts, batch_stats)), grads = grad_fn(
+            state.params, state.batch_stats, (images, labels, weights), dropout_key
+        )
+    else:
+        split = lambda x: None if x is None else x.reshape(accum, -1, *x.shape[1:])  # noqa: E731
+        micro = (split(images), split(labels), split(weights))
+
+        def body(carry, inputs):
+            grads, loss, parts, batch_stats = carry
+            i, micro = inputs
+            (micro_loss, (p, batch_stats)), g = grad_fn(
+                state.params, batch_stats, micro, jax.random.fold_in(dropout_key, i)
+            )
+            add = lambda a, b: jax.tree.map(jnp.add, a, b)  # noqa: E731
+            return (add(grads, g), loss + micro_loss, add(parts, p), batch_stats), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        _, (zero_parts, _) = jax.eval_shape(
+            loss_fn,
+            state.params,
+            state.batch_stats,
+            jax.tree.map(lambda x: x[0], micro),
+            dropout_key,
+        )
+        init = (zeros, 0.0, jax.tree.map(jnp.zeros_like, zero_parts), state.batch_stats)
+        (grads, loss, parts, batch_stats), _ = jax.lax.scan(body, init, (jnp.arange(accum), micro))
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        loss, parts = loss / accum, jax.tree.map(lambda p: p / accum, parts)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return new_state, {"loss": loss, **parts, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(state: TrainState, batch: dict, *, num_classes: int, num_samples: int):
+    """Confusion matrix ``[K, K]`` of one (global) evaluation batch (padding not counted), and
+    the first ``num_samples`` images, labels and predictions for logging."""
+    logits = predict_logits(state, batch["image"])
+    predictions = jnp.argmax(logits, -1)
+    labels = _crop_like(batch["label"], logits)
+    confusion = metrics.confusion_matrix(
+        predictions, labels, num_classes, ignore_label=data.IGNORE_INDEX, valid=batch["valid"]
+    )
+    images = center_crop(batch["image"], logits.shape[1], logits.shape[2])
+    samples = {"image": images, "label": labels, "prediction": predictions}
+    return confusion, jax.tree.map(lambda x: x[:num_samples], samples)
+
+
+def predict_logits(state: TrainState, images):
+    variables = {"params": state.params}
+    if state.batch_stats is not None:
+        variables["batch_stats"] = state.batch_stats
+    return state.apply_fn(variables, images, train=False)
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks, so a preempted run saves and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # Not the main thread (e.g. a notebook worker): no handler.
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _loaders(config, setup: Setup):
+    spec = setup.spec
+    weight_fn = None
+    if config.border_weights.enabled:
+        weight_fn = functools.partial(
+            losses.border_weight_map,
+            w0=config.border_weights.w0,
+            sigma=config.border_weights.sigma,
+            foreground=config.border_weights.foreground,
+            ignore_label=data.IGNORE_INDEX,
+        )
+    common = dict(
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
+        resize_to=tuple(config.resize_to) or None,
+        margin=setup.margin,
+    )
+    train_loader = data.create_loader(
+        spec,
+        config.train_split or spec.train_split,
+        batch_size=config.batch_size // jax.process_count(),
+        size=setup.input_size,
+        train=True,
+        seed=config.seed,
+        weight_fn=weight_fn,
+        worker_count=config.data_workers,
+        **common,
+    )
+    eval_loader = data.create_loader(
+        spec,
+        config.eval_split or spec.eval_split,
+        batch_size=config.eval_batch_size // jax.process_count(),
+        size=setup.eval_input_size,
+        train=False,
+        **common,
+    )
+    return train_loader, eval_loader
+
+
+def evaluate(state, eval_loader, eval_fn, num_batches, batch_sharding):
+    """Runs an evaluation split once.
+
+    Returns:
+      (metrics dict: the FCN paper's four metrics and per-class IoU / Dice, logging samples).
+    """
+    confusion, samples = None, None
+    for batch in data.eval_batches(eval_loader, num_batches):
+        c, s = eval_fn(state, parallel.global_batch(batch, batch_sharding))
+        confusion = c if confusion is None else confusion + c
+        samples = s if samples is None else samples
+    confusion = np.asarray(confusion)
+    result = {**metrics.segmentation_metrics(confusion), "num_pixels": int(confusion.sum())}
+    return result, jax.device_get(samples)
+
+
+def _sample_images(samples: dict, num_classes: int) -> np.ndarray:
+    """Rows of (input, ground truth overlay, prediction overlay) as ``uint8 [n, H, 3W, 3]``."""
+    rows = []
+    for image, label, prediction in zip(samples["image"], samples["label"], samples["prediction"]):
+        shown = visualize.overlay(image, np.full(label.shape, -1), num_classes, alpha=0.0)
+        rows.append(
+            np.concatenate(
+                [
+                    shown,
+                    visualize.overlay(image, label, num_classes),
+                    visualize.overlay(image, prediction, num_classes),
+                ],
+                axis=1,
+            )
+        )
+    return np.stack(rows) if rows else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains and evaluates as the config says, resuming from ``workdir`` if it holds a checkpoint.
+
+    Returns:
+      The last evaluation's metrics.
+    """
+    setup = resolve(config)
+    mesh = parallel.data_mesh()
+    replicated, batch_sharding = parallel.shardings(mesh)
+    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    if setup.spec.license_note:
+        print(f"Dataset {setup.spec.name}: {setup.spec.license_note}")
+
+    tx, schedule = create_optimizer(config)
+    state = jax.device_put(create_train_state(config, setup, tx), replicated)
+    aug = augment.AugmentParams.from_dict(
+        {**config.augment.to_dict(), "ignore_label": data.IGNORE_INDEX}
+    )
+    train_fn = jax.jit(
+        functools.partial(train_step, config=config, aug=aug),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        functools.partial(
+            eval_step, num_classes=setup.spec.num_classes, num_samples=config.num_log_images
+        ),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+    )
+
+    train_loader, eval_loader = _loaders(config, setup)
+    train_iter = iter(train_loader)
+    eval_split = config.eval_split or setup.spec.eval_split
+    num_eval_examples = len(
+        data.get_builder(setup.spec, data_dir=config.data_dir).as_data_source(eval_split)
+    )
+    num_eval_batches = data.num_eval_batches(
+        num_eval_examples, config.eval_batch_size // jax.process_count()
+    )
+
+    manager = checkpoint.create_manager(f"{workdir}/checkpoints")
+    writer = summary.SummaryWriter(workdir)
+    start = manager.latest_step() or 0
+    if start:
+        state = checkpoint.restore(manager, start, state, train_iter)
+        print(f"Resumed from step {start} in {workdir}")
+    writer.write_config(workdir, config)
+
+    last_eval: dict = {}
+    pending = None  # (step, metrics) of the step dispatched before this one.
+    timer = (time.perf_counter(), start)
+
+    def check_finite(step, step_metrics):
+        loss = float(step_metrics["loss"])
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss}) at step {step}; the last good checkpoint is step "
+                f"{manager.latest_step()} in {workdir}"
+            )
+        return loss
+
+    bar = tqdm(
+        total=config.num_train_steps, initial=start, disable=jax.process_index() != 0, unit="step"
+    )
+    with _Preemption() as preemption:
+        for step in range(start + 1, config.num_train_steps + 1):
+            batch = parallel.global_batch(next(train_iter), batch_sharding)
+            state, step_metrics = train_fn(state, batch)
+            if pending is not None:
+                check_finite(*pending)
+            pending = (step, step_metrics)
+            bar.update(1)
+
+            if step % config.log_every_steps == 0 or step == config.num_train_steps:
+                loss = check_finite(step, step_metrics)
+                now = time.perf_counter()
+                images_per_s = (step - timer[1]) * config.batch_size / (now - timer[0])
+                timer = (now, step)
+                values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                values.update(
+                    learning_rate=float(schedule(step - 1)), images_per_second=images_per_s
+                )
+                writer.scalars(step, "train", values)
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
+
+            if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+                check_finite(step, step_metrics)
+                last_eval, samples = evaluate(
+                    state, eval_loader, eval_fn, num_eval_batches, batch_sharding
+                )
+                writer.scalars(step, "eval", last_eval)
+                writer.images(
+                    step,
+                    "eval/input_truth_prediction",
+                    _sample_images(samples, setup.spec.num_classes),
+                )
+                tqdm.write(
+                    f"step {step}: eval mean_iou {last_eval['mean_iou']:.4f} "
+                    f"pixel_accuracy {last_eval['pixel_accuracy']:.4f}"
+                )
+
+            preempted = preemption.requested or manager.reached_preemption(step)
+            if (
+                step % config.checkpoint_every_steps == 0
+                or step == config.num_train_steps
+                or preempted
+            ):
+                check_finite(step, step_metrics)
+                score = (
+                    {checkpoint.BEST_METRIC: last_eval["mean_iou"]}
+                    if _evaluated_at(config, step)
+                    else None
+                )
+                checkpoint.save(manager, step, state, train_iter, metrics=score)
+            if preempted:
+                manager.wait_until_finished()
+                tqdm.write(
+                    f"Preempted: saved step {step} in {workdir}; run the same command to resume."
+                )
+                break
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    return last_eval
+
+
+def _evaluated_at(config, step: int) -> bool:
+    return step % config.eval_every_steps == 0 or step == config.num_train_steps
