@@ -1,5 +1,6 @@
 """Datasets and the grain loader: builders on real and written files, label maps, loader state."""
 
+import functools
 import os
 
 import numpy as np
@@ -382,3 +383,24 @@ def test_unknown_dataset_and_folder_without_classes():
         data.get_spec("coco")
     with pytest.raises(ValueError, match="needs class_names"):
         data.get_spec("folder:x")
+
+
+def test_weight_maps_follow_their_labels_and_worker_processes_work(synthetic_dir):
+    from jaxseg import losses
+
+    spec = data.get_spec("synthetic_shapes")
+    weight_fn = functools.partial(losses.border_weight_map, foreground=(1, 2, 3, 4))
+    ev = data.create_loader(spec, "validation", batch_size=4, size=(100, 100), margin=2, train=False,
+                            data_dir=synthetic_dir, weight_fn=weight_fn)  # fmt: skip
+    batch = next(iter(ev))
+    for i in range(4):
+        label = batch["label"][i, 2:98, 2:98]
+        np.testing.assert_array_equal(batch["weight"][i, 2:98, 2:98], weight_fn(label))
+        assert (batch["weight"][i, :2] == 0).all() and (
+            batch["label"][i, :2] == data.IGNORE_INDEX
+        ).all()
+    # Two worker processes (the source, weight cache included, is pickled into them).
+    train = loader("synthetic_shapes", "train", synthetic_dir, worker_count=2, weight_fn=weight_fn)
+    batch = next(iter(train))
+    assert batch["weight"].shape == batch["label"].shape == (4, 32, 32)
+    assert (batch["weight"] > 0).all()

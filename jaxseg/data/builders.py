@@ -9,11 +9,13 @@ stops preparation with an error naming the file; nothing is silently dropped.
 from __future__ import annotations
 
 import glob
+import inspect
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jaxseg.data import files
 from jaxseg.data.specs import INVALID, SPECS, DatasetSpec, folder_spec
@@ -63,7 +65,18 @@ def paired_files(image_dir: str, mask_dir: str, dataset: str) -> list[Pair]:
     return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 
-class _ManualBuilder(tfds.core.GeneratorBasedBuilder):
+class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder defined in jaxseg. TFDS finds a builder's source through its package's
+    resources, which fails for editable installs (``pip install -e``); the class's own file is
+    the answer."""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(inspect.getfile(cls))
+
+
+class _ManualBuilder(LocalBuilder, skip_registration=True):
     """Shared reading and checking for builders of files in ``manual_dir``."""
 
     VERSION = tfds.core.Version("1.0.0")

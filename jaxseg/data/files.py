@@ -105,3 +105,30 @@ def list_images(folder: str | os.PathLike) -> dict[str, str]:
         for f in sorted(os.listdir(folder))
         if f.lower().endswith(IMAGE_EXTENSIONS)
     }
+
+
+def read_image_pages(path: str | os.PathLike, channels: int) -> list[np.ndarray]:
+    """Reads every page (frame) of an image file as ``uint8 [H, W, channels]``.
+
+    One page for PNG/JPEG and single-page TIFF (exactly ``read_image``); one per page for a
+    multi-page TIFF, each converted by the same rules as ``read_image`` (16-bit and float pages
+    through ``to_uint8``, colour to grayscale or back as ``channels`` asks, alpha dropped).
+    """
+    image = _open(path)
+    if getattr(image, "n_frames", 1) == 1:
+        return [read_image(path, channels)]
+    pages = []
+    for index in range(image.n_frames):
+        image.seek(index)
+        pages.append(_frame_to_array(image, channels))
+    return pages
+
+
+def _frame_to_array(image: Image.Image, channels: int) -> np.ndarray:
+    """``read_image``'s conversion of one loaded PIL frame to ``uint8 [H, W, channels]``."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = to_uint8(np.asarray(image))
+        array = array[..., None] if array.ndim == 2 else array
+        return np.repeat(array, channels, -1) if array.shape[-1] == 1 else array[..., :channels]
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    return array[..., None] if array.ndim == 2 else array

@@ -20,6 +20,7 @@ import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 from PIL import Image
 
 from jaxseg.data.builders import SegmentationFolder, SegmentationFolderConfig
@@ -80,13 +81,15 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
 
     def __post_init__(self):
         self._lut = self.spec.label_lut()
-        self._weights = functools.lru_cache(maxsize=None)(self._compute_weights)
+        self._weight_cache: dict[int, np.ndarray] = {}  # Per process: grain workers pickle this.
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def _compute_weights(self, index: int) -> np.ndarray:
-        return np.asarray(self.weight_fn(self._label(self.source[index], index)), np.float32)
+    def _weights(self, index: int, label: np.ndarray) -> np.ndarray:
+        if index not in self._weight_cache:
+            self._weight_cache[index] = np.asarray(self.weight_fn(label), np.float32)
+        return self._weight_cache[index]
 
     def _label(self, record: dict, index: int) -> np.ndarray:
         raw = np.asarray(record[self.spec.mask_key])
@@ -122,7 +125,7 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
             image = image[..., None] if image.ndim == 2 else image
         example = {"image": image, "label": self._label(record, index)}
         if self.weight_fn is not None:
-            example["weight"] = self._weights(index)
+            example["weight"] = self._weights(index, example["label"])
         return example
 
 
@@ -226,6 +229,8 @@ def create_loader(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if min(size) < 1 or margin < 0:
         raise ValueError(f"bad input size {size} or margin {margin}")
+    if worker_count and not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (a notebook never parses them).
     source = get_builder(spec, data_dir=data_dir, manual_dir=manual_dir).as_data_source(split)
     decoded = DecodedSource(source, spec, resize_to, weight_fn)
     if len(decoded) == 0:

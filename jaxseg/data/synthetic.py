@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxseg.data import files
-from jaxseg.data.builders import features
+from jaxseg.data.builders import LocalBuilder, features
 
 IMAGE_SIZE = 96
 SPLITS = {"train": (600, 1), "validation": (100, 2)}  # name -> (examples, seed)
@@ -102,7 +102,7 @@ def make_example(seed: int, index: int, size: int = IMAGE_SIZE) -> tuple[np.ndar
     return files.to_uint8(np.clip(image, 0, 1)), mask
 
 
-class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
+class SyntheticShapes(LocalBuilder):
     """Procedurally generated scenes: background, disc, box, triangle, thin line (no download)."""
 
     VERSION = tfds.core.Version("1.0.0")
