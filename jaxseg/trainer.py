@@ -366,6 +366,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.write_config(workdir, config)
 
     last_eval: dict = {}
+    if start >= config.num_train_steps:  # Already trained: report the final model's metrics.
+        print(f"{workdir} already holds step {start} of {config.num_train_steps}; evaluating it.")
+        last_eval, _ = evaluate(state, eval_loader, eval_fn, num_eval_batches, batch_sharding)
     pending = None  # (step, metrics) of the step dispatched before this one.
     timer = (time.perf_counter(), start)
 

@@ -312,3 +312,27 @@ def test_two_processes_train_together_and_agree(data_dir, tmp_path):
     eval_record = next(r for r in records if r["split"] == "eval")
     assert eval_record["num_pixels"] == 100 * 96 * 96
     assert os.path.isdir(tmp_path / "run" / "checkpoints" / "6")
+
+
+def test_learning_rate_schedules(data_dir):
+    def lr(**kw):
+        config = tiny_config(
+            data_dir, **{"learning_rate": 1.0, "num_train_steps": 110, "warmup_steps": 10, **kw}
+        )
+        return trainer.create_optimizer(config)[1]
+
+    warm = lr(schedule="warmup_cosine")
+    np.testing.assert_allclose(
+        [warm(0), warm(5), warm(10), warm(60), warm(110)], [0, 0.5, 1, 0.5, 0], atol=1e-6
+    )
+    poly = lr(schedule="polynomial", polynomial_power=2.0, warmup_steps=0)
+    np.testing.assert_allclose([poly(0), poly(55), poly(110)], [1, 0.25, 0], atol=1e-6)
+    const = lr(schedule="constant", warmup_steps=0)
+    assert const(0) == const(100) == 1.0
+
+
+def test_rerunning_a_finished_run_reports_its_metrics(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_train_steps=4, eval_every_steps=4)
+    first = trainer.train_and_evaluate(config, str(tmp_path))
+    again = trainer.train_and_evaluate(config, str(tmp_path))
+    assert again["mean_iou"] == first["mean_iou"]
