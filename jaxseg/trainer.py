@@ -14,6 +14,7 @@ import signal
 import time
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -140,6 +141,8 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
     aug_key, dropout_key = jax.random.split(rng)
     images, labels, weights = batch["image"], batch["label"], batch.get("weight")
+    chex.assert_rank([images, labels], [4, 3])
+    chex.assert_equal_shape_prefix([images, labels], 3)
     if aug != augment.AugmentParams(ignore_label=aug.ignore_label):
         images, labels, weights = augment.augment_batch(aug_key, images, labels, aug, weights)
     class_weights = jnp.asarray(config.class_weights, jnp.float32) if config.class_weights else None

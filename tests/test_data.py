@@ -404,3 +404,19 @@ def test_weight_maps_follow_their_labels_and_worker_processes_work(synthetic_dir
     batch = next(iter(train))
     assert batch["weight"].shape == batch["label"].shape == (4, 32, 32)
     assert (batch["weight"] > 0).all()
+
+
+def test_resize_to_resizes_images_bilinearly_and_labels_by_nearest(synthetic_dir):
+    spec = data.get_spec("synthetic_shapes")
+    source = data.get_builder(spec, data_dir=synthetic_dir).as_data_source("validation")
+    plain, resized = (
+        data.DecodedSource(source, spec),
+        data.DecodedSource(source, spec, resize_to=(48, 40)),
+    )
+    example, small = plain[0], resized[0]
+    assert small["image"].shape == (48, 40, 3) and small["label"].shape == (48, 40)
+    expected = np.asarray(
+        Image.fromarray(example["label"].astype(np.uint8)).resize((40, 48), Image.NEAREST)
+    )
+    np.testing.assert_array_equal(small["label"], expected)
+    assert set(np.unique(small["label"])) <= set(np.unique(example["label"]))

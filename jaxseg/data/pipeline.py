@@ -107,26 +107,27 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
                 f"{self.spec.name} example {index} ({_file_name(record)}): mask size "
                 f"{label.shape} differs from image size {image_shape}"
             )
-        if self.resize_to is not None:
-            label = np.asarray(Image.fromarray(label).resize(self.resize_to[::-1], Image.NEAREST))
-        return label
+        return label if self.resize_to is None else _resize(label, self.resize_to, Image.NEAREST)
 
     def __getitem__(self, index: int) -> dict:
         record = self.source[index]
         image = np.asarray(record[self.spec.image_key])
         image = image[..., None] if image.ndim == 2 else image
         if self.resize_to is not None:
-            size = self.resize_to[::-1]
-            image = np.asarray(
-                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
-                    size, Image.BILINEAR
-                )
-            )
-            image = image[..., None] if image.ndim == 2 else image
+            image = _resize(image, self.resize_to, Image.BILINEAR)
         example = {"image": image, "label": self._label(record, index)}
         if self.weight_fn is not None:
             example["weight"] = self._weights(index, example["label"])
         return example
+
+
+def _resize(array: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    """Resizes ``[H, W]`` or ``[H, W, C]`` to ``size`` = ``(height, width)`` with PIL."""
+    single = array.ndim == 3 and array.shape[-1] == 1
+    out = np.asarray(
+        Image.fromarray(array[..., 0] if single else array).resize(size[::-1], resample)
+    )
+    return out[..., None] if single else out
 
 
 def _file_name(record: dict) -> str:
