@@ -336,3 +336,22 @@ def test_rerunning_a_finished_run_reports_its_metrics(data_dir, tmp_path):
     first = trainer.train_and_evaluate(config, str(tmp_path))
     again = trainer.train_and_evaluate(config, str(tmp_path))
     assert again["mean_iou"] == first["mean_iou"]
+
+
+SHARED_ISBI = os.path.join(ROOT, "..", "shared", "data", "isbi2012")
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_ISBI), reason="../shared/data/isbi2012 not present")
+def test_valid_unet_on_isbi_with_border_weights_and_elastic_deformation(tmp_path):
+    config = load_config(os.path.join(ROOT, "configs", "unet_isbi.py"))
+    config.update(dict(
+        manual_dir=SHARED_ISBI, data_dir=str(tmp_path / "tfds"), model_kwargs={"depth": 2, "base_features": 4},
+        input_size=(92, 92), eval_size=(512, 512), batch_size=8, eval_batch_size=8, num_train_steps=3,
+        eval_every_steps=3, checkpoint_every_steps=3, log_every_steps=1,
+    ))  # fmt: skip
+    setup = trainer.resolve(config)
+    assert setup.margin == 20 and setup.eval_input_size == (552, 552)  # 552 - 2 * 20 = 512.
+    final = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    records = summary.read_metrics(str(tmp_path / "run"))
+    assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+    assert final["num_pixels"] == 4 * 512 * 512  # Slices 20-23, every pixel once, padding excluded.
