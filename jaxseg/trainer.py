@@ -194,7 +194,7 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
         grads = jax.tree.map(lambda g: g / accum, grads)
         loss, parts = loss / accum, jax.tree.map(lambda p: p / accum, parts)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    return new_state, {"loss": loss, **parts, "grad_norm": optax.global_norm(grads)}
+    return new_state, {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(state: TrainState, batch: dict, *, num_classes: int, num_samples: int):

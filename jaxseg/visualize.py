@@ -33,9 +33,9 @@ def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def overlay(
     image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5
 ) -> np.ndarray:
-    """Blends the coloured class map over an image (``[H, W, C]``, float in [0, 1] or uint8)."""
-    image = np.asarray(image, np.float32)
-    image = image / 255.0 if image.max() > 1.0 else image
+    """Blends the coloured class map over an image: ``[H, W, C]`` uint8, or float in [0, 1]."""
+    image = np.asarray(image)
+    image = image / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     image = np.repeat(image, 3, -1) if image.shape[-1] == 1 else image[..., :3]
     blended = (1 - alpha) * image + alpha * colorize(labels, num_classes) / 255.0
     return np.clip(np.rint(blended * 255), 0, 255).astype(np.uint8)

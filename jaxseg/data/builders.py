@@ -147,7 +147,10 @@ class Isbi2012(_ManualBuilder):
         for index, (image, mask) in enumerate(pages):
             name = f"{volume} / {labels} page {index}"
             image = files.to_uint8(image)[..., None]
-            yield f"slice_{index:02d}", self._example(image, files.to_uint8(mask), name, valid)
+            yield (
+                f"slice_{index:02d}",
+                self._example(image, files.label_to_uint8(mask, name), name, valid),
+            )
 
 
 class Camvid(_ManualBuilder):

@@ -13,16 +13,23 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Brings 16-bit, float or boolean pixel data to uint8 (16-bit: divide by 257)."""
+    """Brings pixel data to uint8 by its type, never by its values, so every image of a dataset
+    is scaled alike: integers wider than 8 bits are taken as 16-bit (divided by 257), floats as
+    [0, 1] (times 255), booleans as 0 / 255."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    if array.dtype in (np.uint16, np.int32, np.int64) or np.issubdtype(array.dtype, np.integer):
-        return np.clip(
-            array.astype(np.int64) // 257 if array.max() > 255 else array, 0, 255
-        ).astype(np.uint8)
-    return np.clip(np.rint(array * (255.0 if array.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        return np.clip(array.astype(np.int64) // 257, 0, 255).astype(np.uint8)
+    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+
+
+def label_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """Class-index data as uint8; values above 255 are an error naming ``name``."""
+    if array.max(initial=0) > 255 or array.min(initial=0) < 0:
+        raise ValueError(f"mask {name!r} has values outside 0..255")
+    return array.astype(np.uint8)
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -36,14 +43,7 @@ def _open(path: str | os.PathLike) -> Image.Image:
 
 def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
     """Reads an image as ``uint8 [H, W, channels]`` (1: grayscale, 3: RGB; alpha dropped)."""
-    image = _open(path)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = to_uint8(np.asarray(image))
-        array = array[..., None] if array.ndim == 2 else array
-        return np.repeat(array, channels, -1) if array.shape[-1] == 1 else array[..., :channels]
-    image = image.convert("L" if channels == 1 else "RGB")
-    array = np.asarray(image)
-    return array[..., None] if array.ndim == 2 else array
+    return _frame_to_array(_open(path), channels)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -54,10 +54,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             f"mask file {os.fspath(path)!r} has mode {image.mode}; masks must be single-channel "
             "class indices (PNG 'L' or palette 'P')"
         )
-    array = np.asarray(image)
-    if array.max(initial=0) > 255:
-        raise ValueError(f"mask file {os.fspath(path)!r} has values above 255")
-    return array.astype(np.uint8)
+    return label_to_uint8(np.asarray(image), os.fspath(path))
 
 
 def read_tiff_pages(path: str | os.PathLike) -> Iterator[np.ndarray]:

@@ -144,7 +144,7 @@ def pad_example(example: dict, size: tuple[int, int], margin: int) -> dict:
     h, w = example["label"].shape
     extra_h, extra_w = max(size[0] - h - 2 * margin, 0), max(size[1] - w - 2 * margin, 0)
     pad = ((margin, margin + extra_h), (margin, margin + extra_w))
-    out = {"image": np.pad(example["image"], (*pad, (0, 0)), mode="symmetric")}
+    out = {"image": np.pad(example["image"], (*pad, (0, 0)), mode="reflect")}  # As inference.
     out["label"] = np.pad(example["label"], pad, constant_values=IGNORE_INDEX)
     if "weight" in example:
         out["weight"] = np.pad(example["weight"], pad)

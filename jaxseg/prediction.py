@@ -1,0 +1,216 @@
+"""Predicting image files with a trained run and writing masks, overlays and probabilities.
+
+The library behind ``python -m jaxseg.predict``; a notebook can call the same functions::
+
+    from jaxseg import checkpoint, prediction
+
+    trained = checkpoint.load_trained("workdirs/unet")
+    report = prediction.predict_files(trained, ["photos/"], "preds/", probabilities=True)
+
+Inputs are files, or folders whose image files (``files.IMAGE_EXTENSIONS``: PNG, JPEG, TIFF,
+BMP) directly inside are taken in name order; sub-folders are not entered. Every image is read
+as ``uint8``: grayscale, RGB, RGBA (alpha dropped) and palette images are converted to the
+model's channel count, 16-bit and float images go through ``files.to_uint8`` as the datasets
+do, and each page of a multi-page TIFF is its own image, named ``<stem>_pNN``. For each image
+with name ``<name>`` the output folder gets:
+
+* ``<name>.png``: the class-index mask, 8-bit grayscale ('L'), pixel value = class id (16-bit
+  for more than 256 classes);
+* ``<name>_overlay.png``: the image with the class colours of ``jaxseg.visualize`` blended in;
+* with ``probabilities=True``, ``<name>_probabilities.npy``: ``[H, W, num_classes]`` class
+  probabilities (float32, or float16 to halve the size), after test-time augmentation.
+
+An input that cannot be read, or whose outputs would overwrite an input or an earlier output,
+is reported and skipped; the others still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from jaxseg import inference, visualize
+from jaxseg.checkpoint import Trained
+from jaxseg.data import files
+
+PROBABILITY_DTYPES = ("float32", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """One predicted image: its name, where it came from, its size and the files written."""
+
+    name: str
+    source: str
+    shape: tuple[int, int]
+    paths: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class Report:
+    """What ``predict_files`` did: images written and inputs that failed (path, reason)."""
+
+    written: list[Written] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+    """Files as given, folders replaced by the image files directly in them (name order).
+
+    Paths that do not exist are kept, so that reading them reports them by name.
+    """
+    expanded = []
+    for path in paths:
+        if os.path.isdir(path):
+            expanded += [
+                os.path.join(path, name)
+                for name in sorted(os.listdir(path))
+                if name.lower().endswith(files.IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(path, name))
+            ]
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def read_input(path: str, channels: int) -> list[tuple[str, np.ndarray]]:
+    """``(name, uint8 [H, W, channels])`` for each page of an image file.
+
+    Raises:
+      ValueError: the file does not exist or cannot be read as an image.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file {path!r}")
+    pages = files.read_image_pages(path, channels)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if len(pages) == 1:
+        return [(stem, pages[0])]
+    width = max(2, len(str(len(pages) - 1)))
+    return [(f"{stem}_p{i:0{width}d}", page) for i, page in enumerate(pages)]
+
+
+def predict_image(predictor: inference.Predictor, image: np.ndarray) -> np.ndarray:
+    """Predicts a ``uint8 [H, W, C]`` image (scaled to [0, 1] as in training).
+
+    Returns:
+      float32 ``[H, W, num_classes]``: what the predictor outputs (probabilities by default).
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"predict_image takes uint8 images; got {image.dtype}")
+    return predictor(image.astype(np.float32) / 255.0)
+
+
+def class_mask(probabilities: np.ndarray) -> np.ndarray:
+    """``[H, W, K]`` scores -> ``[H, W]`` class ids (uint8, or uint16 beyond 256 classes)."""
+    dtype = np.uint8 if probabilities.shape[-1] <= 256 else np.uint16
+    return np.argmax(probabilities, axis=-1).astype(dtype)
+
+
+def output_paths(output_dir: str, name: str, probabilities: bool) -> tuple[str, ...]:
+    """The files written for an image called ``name``: mask, overlay (and probabilities)."""
+    paths = [
+        os.path.join(output_dir, f"{name}.png"),
+        os.path.join(output_dir, f"{name}_overlay.png"),
+    ]
+    if probabilities:
+        paths.append(os.path.join(output_dir, f"{name}_probabilities.npy"))
+    return tuple(paths)
+
+
+def write_prediction(
+    paths: Sequence[str],
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    probabilities_dtype: str = "float32",
+) -> None:
+    """Writes the mask, the overlay and (given a third path) the probabilities of one image.
+
+    Args:
+      paths: from ``output_paths``.
+      image: ``uint8 [H, W, C]``, the input.
+      probabilities: ``float32 [H, W, K]``.
+      probabilities_dtype: ``'float32'`` or ``'float16'`` for the ``.npy`` file.
+    """
+    mask = class_mask(probabilities)
+    Image.fromarray(mask).save(paths[0])
+    shown = visualize.overlay(image.astype(np.float32) / 255.0, mask, probabilities.shape[-1])
+    Image.fromarray(shown).save(paths[1])
+    if len(paths) > 2:
+        np.save(paths[2], probabilities.astype(probabilities_dtype))
+
+
+def predict_files(
+    trained: Trained,
+    inputs: Sequence[str],
+    output_dir: str,
+    *,
+    tta: bool | str | None = None,
+    tile_size: int | tuple[int, int] | None = None,
+    tile_batch_size: int = 8,
+    probabilities: bool = False,
+    probabilities_dtype: str = "float32",
+    verbose: bool = True,
+) -> Report:
+    """Predicts image files and folders with one ``Predictor`` (compiled tile batches reused).
+
+    Args:
+      trained: from ``jaxseg.checkpoint.load_trained``.
+      inputs: image files and folders (see the module doc).
+      output_dir: created if missing.
+      tta: test-time augmentation: ``None``, ``'flips'``, ``'rotations'``, ``'dihedral'``.
+      tile_size: input tile (window) size; ``None``: ``jaxseg.inference.for_model``'s default.
+      tile_batch_size: tiles per device call (device memory grows with it, not image size).
+      probabilities: also write ``<name>_probabilities.npy``.
+      probabilities_dtype: ``'float32'`` or ``'float16'``.
+      verbose: print a line per image to stdout and failures to stderr as they happen.
+
+    Returns:
+      A ``Report``; ``report.ok`` is False when any input failed.
+    """
+    if probabilities_dtype not in PROBABILITY_DTYPES:
+        raise ValueError(f"probabilities_dtype must be one of {PROBABILITY_DTYPES}")
+    predictor = trained.predictor(tile_size=tile_size, tta=tta, tile_batch_size=tile_batch_size)
+    os.makedirs(output_dir, exist_ok=True)
+    sources = expand_inputs(inputs)
+    protected = {os.path.abspath(p) for p in sources}  # Never overwrite an input.
+    report, used = Report(), {}
+
+    def fail(path: str, reason: str) -> None:
+        report.failed.append((path, reason))
+        if verbose:
+            print(f"error: {path}: {reason}", file=sys.stderr)
+
+    for source in sources:
+        try:
+            pages = read_input(source, trained.spec.num_channels)
+        except (OSError, ValueError) as e:
+            fail(source, str(e))
+            continue
+        for name, image in pages:
+            paths = output_paths(output_dir, name, probabilities)
+            clash = next((p for p in paths if os.path.abspath(p) in protected), None)
+            if name in used:
+                fail(source, f"output name {name!r} is already taken by {used[name]!r}; rename it")
+                continue
+            if clash:
+                fail(source, f"its output {clash!r} would overwrite an input or an earlier output")
+                continue
+            used[name] = source
+            protected.update(os.path.abspath(p) for p in paths)
+            result = predict_image(predictor, image)
+            write_prediction(paths, image, result, probabilities_dtype=probabilities_dtype)
+            report.written.append(Written(name, source, image.shape[:2], paths))
+            if verbose:
+                print(f"{source}: {name} {image.shape[0]}x{image.shape[1]} -> {paths[0]}")
+    return report

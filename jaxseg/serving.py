@@ -1,0 +1,95 @@
+"""Running a model exported by ``jaxseg.export``, with jax and numpy only.
+
+This module imports neither Flax nor jaxseg's training code (``import jaxseg`` loads its
+submodules lazily), so a serving process needs only ``jax`` (with ``flatbuffers``) and
+``numpy``::
+
+    from jaxseg.serving import load_exported
+
+    model = load_exported("exports/unet.jax")    # reads exports/unet.json beside it
+    out = model(images)                            # uint8 [batch, height, width, channels]
+    out["classes"]                                 # int32 [batch, height, width]
+    out["probabilities"]                           # float32 [batch, height, width, classes]
+    model.metadata["class_names"]
+
+The artifact is the serialized ``jax.export.Exported`` of the whole inference function, the
+trained variables baked in as constants; the JSON sidecar says what it expects and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def sidecar_path(path: str) -> str:
+    """The JSON sidecar of an exported model file: the same path with suffix ``.json``."""
+    root, ext = os.path.splitext(path)
+    if ext == ".json":
+        raise ValueError(f"an exported model file cannot end in .json: {path!r}")
+    return root + ".json"
+
+
+class ExportedModel:
+    """A deserialized export: call it on ``uint8 [batch, height, width, channels]`` images.
+
+    Attributes:
+      exported: the ``jax.export.Exported``.
+      metadata: the sidecar's contents (class names, input geometry, run, ...); empty if the
+        sidecar is missing, in which case inputs are checked by jax alone.
+    """
+
+    def __init__(self, exported: jax.export.Exported, metadata: dict[str, Any]):
+        self.exported = exported
+        self.metadata = metadata
+        self._call = jax.jit(exported.call)  # Compiled once per input shape.
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.metadata.get("class_names")
+
+    def check(self, images: np.ndarray) -> None:
+        """Raises ``ValueError`` when ``images`` do not fit the exported function."""
+        want = self.metadata.get("input", {})
+        if images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (0-255); got {images.dtype}")
+        if images.ndim != 4:
+            raise ValueError(f"images must be [batch, height, width, channels]; got {images.shape}")
+        _, height, width, channels = images.shape
+        if want.get("channels") not in (None, channels):
+            raise ValueError(f"the model takes {want['channels']} channel(s); got {channels}")
+        for axis, size in (("height", height), ("width", width)):
+            fixed, multiple = want.get(axis), want.get("size_multiple") or 1
+            if fixed is not None and size != fixed:
+                raise ValueError(f"this export takes {axis} {fixed} only; got {size}")
+            if fixed is None and (size < 1 or size % multiple):
+                raise ValueError(
+                    f"this export takes {axis} a positive multiple of {multiple}; got {size}"
+                )
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """``{'probabilities': float32 [B, H, W, K], 'classes': int32 [B, H, W]}``."""
+        images = np.asarray(images)
+        self.check(images)
+        return {name: np.asarray(value) for name, value in self._call(images).items()}
+
+
+def load_exported(path: str) -> ExportedModel:
+    """Deserializes an exported model file (and its JSON sidecar, if present).
+
+    Raises:
+      FileNotFoundError: no such file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no exported model {path!r}")
+    with open(path, "rb") as f:
+        exported = jax.export.deserialize(bytearray(f.read()))
+    metadata = {}
+    if os.path.isfile(sidecar_path(path)):
+        with open(sidecar_path(path)) as f:
+            metadata = json.load(f)
+    return ExportedModel(exported, metadata)
