@@ -2,7 +2,6 @@
 
 import functools
 import glob
-import importlib.util
 import os
 import signal
 import socket
@@ -13,21 +12,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from trained_run import load_config
 
 from jaxseg import augment, checkpoint, data, parallel, summary, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(path):
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, ROOT)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(ROOT)
-    return module.get_config()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_config(data_dir, **overrides):
-    config = load_config(os.path.join(ROOT, "configs", "unet.py"))
+    config = load_config("unet.py")
     config.model_kwargs = {"padding": "SAME", "depth": 2, "base_features": 4}
     config.data_dir = data_dir
     config.input_size = (32, 32)
@@ -61,7 +50,7 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
     "path", [p for p in CONFIGS if not p.endswith("__init__.py")], ids=os.path.basename
 )
 def test_every_config_builds_its_model_and_dataset(path):
-    config = load_config(path)
+    config = load_config(os.path.basename(path))
     assert config.model and config.dataset and config.batch_size and config.num_train_steps
     assert config.eval_every_steps and config.checkpoint_every_steps and "seed" in config
     assert "manual_dir" in config and "data_dir" in config
@@ -120,22 +109,23 @@ def _one_step(config, devices, batch):
     return jax.device_get(state.params), jax.device_get(metrics)
 
 
-def test_eight_devices_match_one_device(data_dir):
-    config = tiny_config(data_dir, optimizer="sgd", schedule="constant", warmup_steps=0, momentum=0.0,
-                         grad_clip_norm=0.0, weight_decay=0.0, learning_rate=0.1,
-                         augment={"flip_h_prob": 0.5, "elastic_prob": 0.5})  # fmt: skip
-    batch = next(
-        iter(
-            data.create_loader(
-                data.get_spec("synthetic_shapes"),
-                "train",
-                batch_size=8,
-                size=(32, 32),
-                train=True,
-                data_dir=data_dir,
-            )
-        )
+def plain_sgd_config(data_dir, **overrides):
+    """SGD without momentum, decay or clipping: parameters move exactly by the gradient."""
+    return tiny_config(data_dir, optimizer="sgd", schedule="constant", warmup_steps=0, momentum=0.0,
+                       grad_clip_norm=0.0, weight_decay=0.0, learning_rate=0.1, **overrides)  # fmt: skip
+
+
+def first_train_batch(data_dir):
+    spec = data.get_spec("synthetic_shapes")
+    loader = data.create_loader(
+        spec, "train", batch_size=8, size=(32, 32), train=True, data_dir=data_dir
     )
+    return next(iter(loader))
+
+
+def test_eight_devices_match_one_device(data_dir):
+    config = plain_sgd_config(data_dir, augment={"flip_h_prob": 0.5, "elastic_prob": 0.5})
+    batch = first_train_batch(data_dir)
     params8, metrics8 = _one_step(config, jax.devices(), batch)
     params1, metrics1 = _one_step(config, jax.devices()[:1], batch)
     assert len(jax.devices()) == 8
@@ -144,20 +134,8 @@ def test_eight_devices_match_one_device(data_dir):
 
 
 def test_gradient_accumulation_matches_one_big_batch(data_dir):
-    config = tiny_config(data_dir, optimizer="sgd", schedule="constant", warmup_steps=0, momentum=0.0,
-                         grad_clip_norm=0.0, weight_decay=0.0, learning_rate=0.1, augment={})  # fmt: skip
-    batch = next(
-        iter(
-            data.create_loader(
-                data.get_spec("synthetic_shapes"),
-                "train",
-                batch_size=8,
-                size=(32, 32),
-                train=True,
-                data_dir=data_dir,
-            )
-        )
-    )
+    config = plain_sgd_config(data_dir, augment={})
+    batch = first_train_batch(data_dir)
     # Equal-weight micro-batches: the loss is a per-pixel mean, so use a dataset-free check of
     # grads through equal pixel counts (no ignore pixels in synthetic crops).
     params1, m1 = _one_step(config, jax.devices()[:1], batch)
@@ -343,7 +321,7 @@ SHARED_ISBI = os.path.join(ROOT, "..", "shared", "data", "isbi2012")
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_ISBI), reason="../shared/data/isbi2012 not present")
 def test_valid_unet_on_isbi_with_border_weights_and_elastic_deformation(tmp_path):
-    config = load_config(os.path.join(ROOT, "configs", "unet_isbi.py"))
+    config = load_config("unet_isbi.py")
     config.update(dict(
         manual_dir=SHARED_ISBI, data_dir=str(tmp_path / "tfds"), model_kwargs={"depth": 2, "base_features": 4},
         input_size=(92, 92), eval_size=(512, 512), batch_size=8, eval_batch_size=8, num_train_steps=3,
