@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxseg import inference
+from jaxseg.summary import CONFIG_FILE
 
 if TYPE_CHECKING:
     import flax.linen as nn
@@ -26,8 +27,7 @@ if TYPE_CHECKING:
     from jaxseg.data import DatasetSpec
 
 BEST_METRIC = "mean_iou"
-CONFIG_FILE = "config.json"  # What jaxseg.train writes into a run's workdir, beside checkpoints/.
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = "checkpoints"  # Where a run keeps its checkpoints, inside its workdir.
 
 
 def create_manager(directory: str, *, read_only: bool = False) -> ocp.CheckpointManager:
@@ -85,16 +85,6 @@ def restore(manager: ocp.CheckpointManager, step: int, state: Any, data_iter=Non
             f"config (different model, size or options?): {str(e)[:500]}"
         ) from e
     return restored["state"]
-
-
-def restore_params(directory: str, state: Any, *, best: bool = True) -> tuple[Any, int]:
-    """Restores the best (or latest) checkpoint's state without its data iterator."""
-    manager = create_manager(directory, read_only=True)
-    step = manager.best_step() if best else None
-    step = step if step is not None else manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}")
-    return restore(manager, step, state), step
 
 
 # --- A trained run read back from its workdir -------------------------------------------------

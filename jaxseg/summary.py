@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
+CONFIG_FILE = "config.json"  # The resolved config of a run, in its workdir.
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
@@ -43,7 +45,7 @@ class SummaryWriter:
 
     def write_config(self, workdir: str, config) -> None:
         if self.enabled:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
+            with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
                 f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
     def scalars(self, step: int, split: str, values: dict) -> None:

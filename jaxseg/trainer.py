@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import signal
 import time
 from typing import Any
@@ -357,7 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         num_eval_examples, config.eval_batch_size // jax.process_count()
     )
 
-    manager = checkpoint.create_manager(f"{workdir}/checkpoints")
+    manager = checkpoint.create_manager(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
     writer = summary.SummaryWriter(workdir)
     start = manager.latest_step() or 0
     if start:
