@@ -333,3 +333,14 @@ def test_valid_unet_on_isbi_with_border_weights_and_elastic_deformation(tmp_path
     records = summary.read_metrics(str(tmp_path / "run"))
     assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
     assert final["num_pixels"] == 4 * 512 * 512  # Slices 20-23, every pixel once, padding excluded.
+
+
+def test_bfloat16_training_keeps_float32_parameters_and_loss(data_dir):
+    config = plain_sgd_config(data_dir, dtype="bfloat16", augment={})
+    params32, metrics32 = _one_step(
+        plain_sgd_config(data_dir, augment={}), jax.devices()[:1], first_train_batch(data_dir)
+    )
+    params16, metrics16 = _one_step(config, jax.devices()[:1], first_train_batch(data_dir))
+    assert metrics16["loss"].dtype == np.float32 and np.isfinite(metrics16["loss"])
+    assert {leaf.dtype for leaf in jax.tree.leaves(params16)} == {np.dtype(np.float32)}
+    np.testing.assert_allclose(metrics16["loss"], metrics32["loss"], rtol=2e-2)  # bf16 rounding.
