@@ -7,6 +7,7 @@ JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (or run where jax 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -35,6 +36,20 @@ def main(argv) -> None:
     trainer.train_and_evaluate(_CONFIG.value, workdir)
 
 
+def config_package_on_path(argv: list[str]) -> None:
+    """Lets config files ``from configs import base`` wherever the command runs: puts the folder
+    that holds the config's package (``configs/``) on ``sys.path``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        else:
+            continue
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))
+
+
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
+    config_package_on_path(sys.argv)
     app.run(main)
