@@ -48,8 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.momentum = 0.9  # SGD momentum.
     config.nesterov = False  # SGD only.
     config.weight_decay = 1e-4  # AdamW decoupled decay, or L2 for SGD.
-    config.schedule = "warmup_cosine"  # 'constant', 'cosine', 'warmup_cosine' or 'polynomial'.
-    config.warmup_steps = 50  # Linear warm-up (used by every schedule when > 0).
+    config.schedule = "cosine"  # 'constant', 'cosine' or 'polynomial' decay after the warm-up.
+    config.warmup_steps = 50  # Linear warm-up from 0 before any schedule (0 = none).
     config.polynomial_power = 0.9  # 'polynomial' schedule exponent.
     config.grad_clip_norm = 1.0  # Clip the global gradient norm; 0 = off.
     config.grad_accum_steps = 1  # Micro-batches per update; batch_size must divide by it.

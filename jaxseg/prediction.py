@@ -31,6 +31,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -98,8 +99,13 @@ def read_input(path: str, channels: int) -> list[tuple[str, np.ndarray]]:
     return [(f"{stem}_p{i:0{width}d}", page) for i, page in enumerate(pages)]
 
 
-def predict_image(predictor: inference.Predictor, image: np.ndarray) -> np.ndarray:
+def predict_image(
+    predictor: inference.Predictor, image: np.ndarray, resize_to: tuple[int, int] | None = None
+) -> np.ndarray:
     """Predicts a ``uint8 [H, W, C]`` image (scaled to [0, 1] as in training).
+
+    With ``resize_to`` (a run trained on resized images, ``config.resize_to``), the image is
+    resized to it as in training and the scores are resized back (bilinearly) to ``H x W``.
 
     Returns:
       float32 ``[H, W, num_classes]``: what the predictor outputs (probabilities by default).
@@ -107,7 +113,11 @@ def predict_image(predictor: inference.Predictor, image: np.ndarray) -> np.ndarr
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"predict_image takes uint8 images; got {image.dtype}")
-    return predictor(image.astype(np.float32) / 255.0)
+    if not resize_to or tuple(resize_to) == image.shape[:2]:
+        return predictor(image.astype(np.float32) / 255.0)
+    scores = predictor(files.resize(image, resize_to, Image.BILINEAR).astype(np.float32) / 255.0)
+    shape = (*image.shape[:2], scores.shape[-1])
+    return np.asarray(jax.image.resize(scores, shape, "linear"), np.float32)
 
 
 def class_mask(probabilities: np.ndarray) -> np.ndarray:
@@ -208,7 +218,7 @@ def predict_files(
                 continue
             used[name] = source
             protected.update(os.path.abspath(p) for p in paths)
-            result = predict_image(predictor, image)
+            result = predict_image(predictor, image, tuple(trained.config.resize_to) or None)
             write_prediction(paths, image, result, probabilities_dtype=probabilities_dtype)
             report.written.append(Written(name, source, image.shape[:2], paths))
             if verbose:

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxseg import augment, checkpoint, data, losses, metrics, models, parallel, summary, visualize
@@ -30,7 +31,7 @@ from jaxseg.models.layers import center_crop
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "polynomial")
+SCHEDULES = ("constant", "cosine", "polynomial")  # Each after a linear warm-up of warmup_steps.
 
 
 class TrainState(train_state.TrainState):
@@ -61,6 +62,10 @@ def resolve(config: ml_collections.ConfigDict) -> Setup:
     _positive(config, "batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps")
     _positive(config, "checkpoint_every_steps", "log_every_steps", "input_size", "eval_size")
     _positive(config, "grad_accum_steps")
+    if config.warmup_steps < 0:
+        raise ValueError(f"config.warmup_steps must be >= 0; got {config.warmup_steps}")
+    if len(config.resize_to) not in (0, 2):
+        raise ValueError(f"config.resize_to must be () or (height, width); got {config.resize_to}")
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
     if config.schedule not in SCHEDULES:
@@ -170,7 +175,8 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
             state.params, state.batch_stats, (images, labels, weights), dropout_key
         )
     else:
-        split = lambda x: None if x is None else x.reshape(accum, -1, *x.shape[1:])  # noqa: E731
+        # Example i goes to micro-batch i % accum, so every micro-batch spans every device.
+        split = lambda x: None if x is None else x.reshape(-1, accum, *x.shape[1:]).swapaxes(0, 1)  # noqa: E731
         micro = (split(images), split(labels), split(weights))
 
         def body(carry, inputs):
@@ -354,6 +360,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     num_eval_examples = len(
         data.get_builder(setup.spec, data_dir=config.data_dir).as_data_source(eval_split)
     )
+    if num_eval_examples < jax.process_count():
+        raise ValueError(
+            f"evaluation split {eval_split!r} has {num_eval_examples} examples, fewer than the "
+            f"{jax.process_count()} processes: every host needs at least one"
+        )
     num_eval_batches = data.num_eval_batches(
         num_eval_examples, config.eval_batch_size // jax.process_count()
     )
@@ -374,11 +385,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timer = (time.perf_counter(), start)
 
     def check_finite(step, step_metrics):
-        loss = float(step_metrics["loss"])
-        if not np.isfinite(loss):
+        """Raises unless the loss and the gradient (hence the updated parameters) are finite."""
+        loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["grad_norm"])
+        if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+            manager.wait_until_finished()
             raise FloatingPointError(
-                f"non-finite loss ({loss}) at step {step}; the last good checkpoint is step "
-                f"{manager.latest_step()} in {workdir}"
+                f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step}; the "
+                f"last good checkpoint is step {manager.latest_step()} in {workdir}"
             )
         return loss
 
@@ -406,7 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 writer.scalars(step, "train", values)
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
 
-            if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+            if _evaluated_at(config, step):
                 check_finite(step, step_metrics)
                 last_eval, samples = evaluate(
                     state, eval_loader, eval_fn, num_eval_batches, batch_sharding
@@ -422,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     f"pixel_accuracy {last_eval['pixel_accuracy']:.4f}"
                 )
 
-            preempted = preemption.requested or manager.reached_preemption(step)
+            preempted = _preempted(preemption, manager, step, config.log_every_steps)
             if (
                 step % config.checkpoint_every_steps == 0
                 or step == config.num_train_steps
@@ -446,6 +459,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager.close()
     writer.close()
     return last_eval
+
+
+def _preempted(preemption: _Preemption, manager, step: int, every: int) -> bool:
+    """Whether to save and stop now. Hosts must agree (a save is collective): with several
+    processes a local SIGTERM counts once all hosts have compared flags, every ``every`` steps."""
+    if manager.reached_preemption(step):
+        return True
+    if jax.process_count() == 1:
+        return preemption.requested
+    if step % every:
+        return False
+    flags = multihost_utils.process_allgather(np.int32(preemption.requested))
+    return bool(np.any(flags))
 
 
 def _evaluated_at(config, step: int) -> bool:

@@ -420,3 +420,31 @@ def test_resize_to_resizes_images_bilinearly_and_labels_by_nearest(synthetic_dir
     )
     np.testing.assert_array_equal(small["label"], expected)
     assert set(np.unique(small["label"])) <= set(np.unique(example["label"]))
+
+
+def test_folder_ignore_label_must_not_be_a_class():
+    with pytest.raises(
+        ValueError, match=r"ignore_label 1 must be a stored value that is not a class"
+    ):
+        data.get_spec("folder:x", class_names=("bg", "fg"), ignore_label=1)
+    with pytest.raises(ValueError, match="ignore_label 300"):
+        data.get_spec("folder:x", class_names=("bg", "fg"), ignore_label=300)
+
+
+def test_missing_split_names_the_splits_that_exist(tmp_path):
+    folder_dataset(tmp_path / "raw")
+    with pytest.raises(ValueError, match=r"has no split 'validation' \(it has \['train'\]\)"):
+        data.create_loader(folder_spec(), "validation", batch_size=2, size=(10, 14), train=False,
+                           data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "raw"))  # fmt: skip
+
+
+def test_isbi_tiffs_with_different_page_counts_are_an_error(tmp_path):
+    manual = tmp_path / "raw"
+    manual.mkdir()
+    pages = [Image.fromarray(np.zeros((8, 8), np.uint8)) for _ in range(3)]
+    pages[0].save(manual / "train-volume.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(manual / "train-labels.tif", save_all=True, append_images=pages[1:2])
+    with pytest.raises(ValueError, match="has 3 pages but .*train-labels.tif has 2"):
+        data.get_builder(
+            data.get_spec("isbi2012"), data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
+        )

@@ -190,3 +190,21 @@ def test_best_and_latest_checkpoints_and_the_cli(same_run, tmp_path):
         assert np.load(tmp_path / "out" / f"{name}_probabilities.npy").shape == (*shape, 5)
         assert np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png")).shape == (*shape, 3)
     assert not os.path.exists(tmp_path / "out" / "broken.png")
+
+
+def test_predict_image_resizes_like_training_and_back():
+    seen = []
+
+    def predictor(x):  # A per-pixel stand-in: class 0 score = intensity.
+        seen.append(x.shape)
+        return np.stack([x[..., 0], 1 - x[..., 0]], -1).astype(np.float32)
+
+    image = np.full((30, 50, 1), 128, np.uint8)
+    image[:, 25:] = 255
+    out = prediction.predict_image(predictor, image, (16, 24))
+    assert seen == [(16, 24, 1)] and out.shape == (30, 50, 2)
+    np.testing.assert_allclose(out[:, :20, 0], 128 / 255, atol=1e-6)
+    np.testing.assert_allclose(out[:, 31:, 0], 1.0, atol=1e-6)
+    np.testing.assert_array_equal(
+        prediction.predict_image(predictor, image), predictor(image / 255.0)
+    )

@@ -299,7 +299,7 @@ def test_learning_rate_schedules(data_dir):
         )
         return trainer.create_optimizer(config)[1]
 
-    warm = lr(schedule="warmup_cosine")
+    warm = lr(schedule="cosine")
     np.testing.assert_allclose(
         [warm(0), warm(5), warm(10), warm(60), warm(110)], [0, 0.5, 1, 0.5, 0], atol=1e-6
     )

@@ -133,8 +133,8 @@ class Isbi2012(_ManualBuilder):
             raise ValueError(f"manual_dir {root!r} holds neither {self.EXPECTED}")
         pairs = []
         for image in images:
-            label = image.replace("image_", "label_")
-            if not os.path.exists(os.path.join(root, os.path.basename(label))):
+            label = os.path.join(root, "label_" + os.path.basename(image)[len("image_") :])
+            if not os.path.exists(label):
                 raise ValueError(f"ISBI slice {image!r} has no label file {label!r}")
             pairs.append((os.path.basename(image)[:-4], image, label))
         return {"train": self._generate_examples(pairs)}
@@ -143,8 +143,10 @@ class Isbi2012(_ManualBuilder):
         if not os.path.exists(labels):
             raise ValueError(f"found {volume!r} but not its labels {labels!r}")
         valid = self.spec.label_lut() != INVALID
-        pages = zip(files.read_tiff_pages(volume), files.read_tiff_pages(labels), strict=False)
-        for index, (image, mask) in enumerate(pages):
+        images, masks = list(files.read_tiff_pages(volume)), list(files.read_tiff_pages(labels))
+        if len(images) != len(masks):
+            raise ValueError(f"{volume} has {len(images)} pages but {labels} has {len(masks)}")
+        for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
             name = f"{volume} / {labels} page {index}"
             image = files.to_uint8(image)[..., None]
             yield (

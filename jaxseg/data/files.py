@@ -129,3 +129,12 @@ def _frame_to_array(image: Image.Image, channels: int) -> np.ndarray:
         return np.repeat(array, channels, -1) if array.shape[-1] == 1 else array[..., :channels]
     array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     return array[..., None] if array.ndim == 2 else array
+
+
+def resize(array: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    """Resizes ``[H, W]`` or ``[H, W, C]`` to ``size`` = ``(height, width)`` with PIL."""
+    single = array.ndim == 3 and array.shape[-1] == 1
+    out = np.asarray(
+        Image.fromarray(array[..., 0] if single else array).resize(size[::-1], resample)
+    )
+    return out[..., None] if single else out

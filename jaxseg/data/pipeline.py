@@ -21,8 +21,10 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
+from jax.experimental import multihost_utils
 from PIL import Image
 
+from jaxseg.data import files
 from jaxseg.data.builders import SegmentationFolder, SegmentationFolderConfig
 from jaxseg.data.specs import IGNORE_INDEX, INVALID, DatasetSpec
 
@@ -41,6 +43,15 @@ def get_builder(spec: DatasetSpec, *, data_dir: str | None = None, manual_dir: s
         builder = SegmentationFolder(config=config, data_dir=data_dir, file_format="array_record")
     else:
         builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+    if jax.process_count() > 1:  # Process 0 prepares first (data_dir may be shared), then the rest.
+        if jax.process_index() == 0:
+            _prepare(builder, spec, manual_dir)
+        multihost_utils.sync_global_devices(f"jaxseg prepared {spec.name}")
+    _prepare(builder, spec, manual_dir)
+    return builder
+
+
+def _prepare(builder, spec: DatasetSpec, manual_dir: str | None) -> None:
     if not builder.is_prepared():
         if spec.needs_manual_dir and not manual_dir:
             raise ValueError(
@@ -61,7 +72,6 @@ def get_builder(spec: DatasetSpec, *, data_dir: str | None = None, manual_dir: s
             file_format="array_record",
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
         )
-    return builder
 
 
 @dataclasses.dataclass
@@ -107,27 +117,20 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
                 f"{self.spec.name} example {index} ({_file_name(record)}): mask size "
                 f"{label.shape} differs from image size {image_shape}"
             )
-        return label if self.resize_to is None else _resize(label, self.resize_to, Image.NEAREST)
+        return (
+            label if self.resize_to is None else files.resize(label, self.resize_to, Image.NEAREST)
+        )
 
     def __getitem__(self, index: int) -> dict:
         record = self.source[index]
         image = np.asarray(record[self.spec.image_key])
         image = image[..., None] if image.ndim == 2 else image
         if self.resize_to is not None:
-            image = _resize(image, self.resize_to, Image.BILINEAR)
+            image = files.resize(image, self.resize_to, Image.BILINEAR)
         example = {"image": image, "label": self._label(record, index)}
         if self.weight_fn is not None:
             example["weight"] = self._weights(index, example["label"])
         return example
-
-
-def _resize(array: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
-    """Resizes ``[H, W]`` or ``[H, W, C]`` to ``size`` = ``(height, width)`` with PIL."""
-    single = array.ndim == 3 and array.shape[-1] == 1
-    out = np.asarray(
-        Image.fromarray(array[..., 0] if single else array).resize(size[::-1], resample)
-    )
-    return out[..., None] if single else out
 
 
 def _file_name(record: dict) -> str:
@@ -232,7 +235,14 @@ def create_loader(
         raise ValueError(f"bad input size {size} or margin {margin}")
     if worker_count and not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (a notebook never parses them).
-    source = get_builder(spec, data_dir=data_dir, manual_dir=manual_dir).as_data_source(split)
+    builder = get_builder(spec, data_dir=data_dir, manual_dir=manual_dir)
+    split_name, splits = split.split("[")[0], builder.info.splits
+    if len(splits) and split_name not in splits:  # (Mocked catalog datasets list no splits.)
+        raise ValueError(
+            f"{spec.name} has no split {split_name!r} (it has {sorted(builder.info.splits)}); "
+            "set config.train_split / config.eval_split, e.g. 'train[:90%]' and 'train[90%:]'"
+        )
+    source = builder.as_data_source(split)
     decoded = DecodedSource(source, spec, resize_to, weight_fn)
     if len(decoded) == 0:
         raise ValueError(f"split {split!r} of {spec.name} is empty")

@@ -163,6 +163,11 @@ def folder_spec(
     name: str, class_names: tuple[str, ...], ignore_label: int | None = None, num_channels: int = 3
 ) -> DatasetSpec:
     """Spec of a user's folder dataset (``images/`` + ``masks/``), class names from the config."""
+    if ignore_label is not None and not len(class_names) <= ignore_label <= 255:
+        raise ValueError(
+            f"ignore_label {ignore_label} must be a stored value that is not a class: "
+            f"{len(class_names)}..255 (classes are 0..{len(class_names) - 1})"
+        )
     return DatasetSpec(
         name=name,
         tfds_name=f"segmentation_folder/{name}",
