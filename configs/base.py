@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 3e-3  # Peak learning rate.
     config.momentum = 0.9  # SGD momentum.
     config.nesterov = False  # SGD only.
-    config.weight_decay = 1e-4  # AdamW decoupled decay, or L2 for SGD.
+    config.weight_decay = 1e-4  # AdamW: decoupled decay; SGD and Adam: L2 on the gradient.
     config.schedule = "cosine"  # 'constant', 'cosine' or 'polynomial' decay after the warm-up.
     config.warmup_steps = 50  # Linear warm-up from 0 before any schedule (0 = none).
     config.polynomial_power = 0.9  # 'polynomial' schedule exponent.

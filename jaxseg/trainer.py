@@ -109,14 +109,15 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedu
     schedule = body
     if warmup > 0:
         schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), body], [warmup])
-    if config.optimizer == "sgd":
-        tx = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
-        if config.weight_decay:
-            tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
-    elif config.optimizer == "adam":
-        tx = optax.adam(schedule)
-    else:
+    if config.optimizer == "adamw":  # Decoupled weight decay.
         tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+    else:
+        if config.optimizer == "sgd":
+            tx = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
+        else:
+            tx = optax.adam(schedule)
+        if config.weight_decay:  # L2: the decay joins the gradient before the optimizer.
+            tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
     if config.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
     return tx, schedule

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from trained_run import load_config
@@ -344,3 +345,18 @@ def test_bfloat16_training_keeps_float32_parameters_and_loss(data_dir):
     assert metrics16["loss"].dtype == np.float32 and np.isfinite(metrics16["loss"])
     assert {leaf.dtype for leaf in jax.tree.leaves(params16)} == {np.dtype(np.float32)}
     np.testing.assert_allclose(metrics16["loss"], metrics32["loss"], rtol=2e-2)  # bf16 rounding.
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_weight_decay_acts_with_every_optimizer(data_dir, optimizer):
+    def update(weight_decay):
+        config = tiny_config(data_dir, optimizer=optimizer, weight_decay=weight_decay, warmup_steps=0,
+                             schedule="constant", learning_rate=0.1)  # fmt: skip
+        tx, _ = trainer.create_optimizer(config)
+        params = {"w": jnp.ones(3)}
+        updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
+        return updates["w"]
+
+    assert np.all(update(0.0) == 0) and np.all(
+        update(0.5) < 0
+    )  # Zero gradient: only decay moves w.
