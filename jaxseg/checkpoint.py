@@ -207,7 +207,4 @@ def load_trained(workdir: str, *, best: bool = True) -> Trained:
         state = restore(manager, step, abstract)
     finally:
         manager.close()
-    variables = {"params": state.params}
-    if state.batch_stats is not None:
-        variables["batch_stats"] = state.batch_stats
-    return Trained(workdir, config, setup.spec, setup.model, variables, int(step), which)
+    return Trained(workdir, config, setup.spec, setup.model, state.variables, int(step), which)

@@ -37,6 +37,20 @@ SCHEDULES = ("constant", "cosine", "polynomial")  # Each after a linear warm-up 
 class TrainState(train_state.TrainState):
     batch_stats: Any = None
 
+    @property
+    def variables(self) -> dict:
+        """The model's variables: ``{'params': ...}``, plus ``'batch_stats'`` with batch norm."""
+        return model_variables(self.params, self.batch_stats)
+
+
+def model_variables(params, batch_stats=None) -> dict:
+    """``{'params': params}``, with ``'batch_stats'`` added when the model has them."""
+    return (
+        {"params": params}
+        if batch_stats is None
+        else {"params": params, "batch_stats": batch_stats}
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
@@ -153,11 +167,12 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
 
     def loss_fn(params, batch_stats, micro, key):
         images, labels, weights = micro
-        variables = {"params": params}
-        if batch_stats is not None:
-            variables["batch_stats"] = batch_stats
         logits, updates = state.apply_fn(
-            variables, images, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
+            model_variables(params, batch_stats),
+            images,
+            train=True,
+            rngs={"dropout": key},
+            mutable=["batch_stats"],
         )
         total, parts = losses.segmentation_loss(
             logits,
@@ -220,10 +235,7 @@ def eval_step(state: TrainState, batch: dict, *, num_classes: int, num_samples: 
 
 
 def predict_logits(state: TrainState, images):
-    variables = {"params": state.params}
-    if state.batch_stats is not None:
-        variables["batch_stats"] = state.batch_stats
-    return state.apply_fn(variables, images, train=False)
+    return state.apply_fn(state.variables, images, train=False)
 
 
 class _Preemption:
