@@ -32,10 +32,16 @@ from scipy import ndimage
 __all__ = [
     "LOSS_NAMES",
     "border_weight_map",
+    "cross_entropy_sums",
+    "dice_from_sums",
     "dice_loss",
+    "dice_sums",
     "focal_loss",
+    "focal_sums",
     "nearest_object_distances",
     "segmentation_loss",
+    "segmentation_loss_from_sums",
+    "segmentation_loss_sums",
     "softmax_cross_entropy",
 ]
 
@@ -118,6 +124,26 @@ def softmax_cross_entropy(
     >>> print(f"{softmax_cross_entropy(logits, labels, ignore_label=255):.4f}")  # log(1 + e^-2)
     0.1269
     """
+    sums = cross_entropy_sums(
+        logits,
+        labels,
+        ignore_label=ignore_label,
+        class_weights=class_weights,
+        pixel_weights=pixel_weights,
+    )
+    return _ratio(sums)
+
+
+def cross_entropy_sums(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    ignore_label: int | None = None,
+    class_weights: jax.Array | Sequence[float] | None = None,
+    pixel_weights: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """`softmax_cross_entropy` before its division: `{'numerator', 'denominator'}`, each a
+    scalar sum over the batch. Sums of several batches divide to the loss of their union."""
     logits, safe_labels, valid, num_classes = _prepare(logits, labels, ignore_label)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
@@ -135,7 +161,11 @@ def softmax_cross_entropy(
         terms = terms * pixel_weights
     # `where`, not a product with the mask: a NaN weight or logit at an ignored pixel stays out.
     numerator = jnp.sum(jnp.where(valid, terms, 0.0))
-    return _safe_divide(numerator, jnp.sum(weight))
+    return {"numerator": numerator, "denominator": jnp.sum(weight)}
+
+
+def _ratio(sums: Mapping[str, jax.Array]) -> jax.Array:
+    return _safe_divide(sums["numerator"], sums["denominator"])
 
 
 def dice_loss(
@@ -172,16 +202,35 @@ def dice_loss(
     >>> print(f"{dice_loss(logits, jnp.array([[[1, 0]]]), smooth=0.0):.4f}")
     1.0000
     """
+    return dice_from_sums(dice_sums(logits, labels, ignore_label=ignore_label), smooth=smooth)
+
+
+def dice_sums(
+    logits: jax.Array, labels: jax.Array, *, ignore_label: int | None = None
+) -> dict[str, jax.Array]:
+    """The per-class sums `dice_loss` is made of, each `[num_classes]` over the valid pixels:
+    `intersection` (sum q g), `predicted` (sum q) and `target` (sum g). Sums of several batches
+    give, through `dice_from_sums`, the Dice loss of their union."""
     logits, safe_labels, valid, num_classes = _prepare(logits, labels, ignore_label)
     mask = valid[..., None]
     probs = jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
     one_hot = jnp.where(mask, jax.nn.one_hot(safe_labels, num_classes), 0.0)
     axes = tuple(range(probs.ndim - 1))
-    intersection = jnp.sum(probs * one_hot, axis=axes)
-    denominator = jnp.sum(probs, axis=axes) + jnp.sum(one_hot, axis=axes) + smooth
+    return {
+        "intersection": jnp.sum(probs * one_hot, axis=axes),
+        "predicted": jnp.sum(probs, axis=axes),
+        "target": jnp.sum(one_hot, axis=axes),
+    }
+
+
+def dice_from_sums(sums: Mapping[str, jax.Array], *, smooth: float = 1.0) -> jax.Array:
+    """`1 - mean_k dice_k` from the sums of `dice_sums`."""
+    denominator = sums["predicted"] + sums["target"] + smooth
     positive = denominator > 0
     dice = jnp.where(
-        positive, (2.0 * intersection + smooth) / jnp.where(positive, denominator, 1.0), 1.0
+        positive,
+        (2.0 * sums["intersection"] + smooth) / jnp.where(positive, denominator, 1.0),
+        1.0,
     )
     return 1.0 - jnp.mean(dice)
 
@@ -219,6 +268,18 @@ def focal_loss(
     >>> print(f"{focal_loss(logits, jnp.array([[[0]]]), gamma=2.0):.5f}")  # 0.25^2 * -log 0.75
     0.01798
     """
+    return _ratio(focal_sums(logits, labels, gamma=gamma, alpha=alpha, ignore_label=ignore_label))
+
+
+def focal_sums(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    gamma: float = 2.0,
+    alpha: float | Sequence[float] | jax.Array | None = None,
+    ignore_label: int | None = None,
+) -> dict[str, jax.Array]:
+    """`focal_loss` before its division: `{'numerator', 'denominator'}` summed over the batch."""
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     logits, safe_labels, valid, num_classes = _prepare(logits, labels, ignore_label)
@@ -238,7 +299,7 @@ def focal_loss(
         else:
             terms = _per_class(alpha, num_classes, "alpha")[safe_labels] * terms
     numerator = jnp.sum(jnp.where(valid, terms, 0.0))
-    return _safe_divide(numerator, jnp.sum(valid.astype(jnp.float32)))
+    return {"numerator": numerator, "denominator": jnp.sum(valid.astype(jnp.float32))}
 
 
 LOSS_NAMES = ("cross_entropy", "dice", "focal")
@@ -262,6 +323,9 @@ def segmentation_loss(
     and `pixel_weights`), 'dice' (`dice_loss`), 'focal' (`focal_loss`). Every named loss is
     computed even when its weight is 0, so it can be logged.
 
+    It is `segmentation_loss_from_sums(segmentation_loss_sums(...))`: gradient accumulation
+    sums the sums of its micro-batches and divides once, so it equals one big batch.
+
     Args:
       logits: `[batch, height, width, num_classes]`.
       labels: `[batch, height, width]` integer class ids.
@@ -280,15 +344,40 @@ def segmentation_loss(
     Raises:
       ValueError: for an empty `weights` or a name not in `LOSS_NAMES`.
     """
-    unknown = sorted(set(weights) - set(LOSS_NAMES))
-    if unknown:
-        raise ValueError(f"unknown loss name(s) {unknown}; known names are {list(LOSS_NAMES)}")
-    if not weights:
-        raise ValueError(f"weights is empty; name at least one of {list(LOSS_NAMES)}")
-    components = {}
-    for name in weights:
+    sums = segmentation_loss_sums(
+        logits,
+        labels,
+        names=weights,
+        ignore_label=ignore_label,
+        class_weights=class_weights,
+        pixel_weights=pixel_weights,
+        focal_gamma=focal_gamma,
+        focal_alpha=focal_alpha,
+    )
+    return segmentation_loss_from_sums(sums, weights=weights, dice_smooth=dice_smooth)
+
+
+def segmentation_loss_sums(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    names: Sequence[str],
+    ignore_label: int | None,
+    class_weights: jax.Array | Sequence[float] | None = None,
+    pixel_weights: jax.Array | None = None,
+    focal_gamma: float = 2.0,
+    focal_alpha: float | Sequence[float] | jax.Array | None = None,
+) -> dict[str, dict[str, jax.Array]]:
+    """Each named loss's sums over the batch (`cross_entropy_sums`, `dice_sums`, `focal_sums`).
+
+    Sums add across batches: the sums of micro-batches, added, give through
+    `segmentation_loss_from_sums` the loss of the whole batch.
+    """
+    _check_names(names)
+    sums = {}
+    for name in names:
         if name == "cross_entropy":
-            value = softmax_cross_entropy(
+            sums[name] = cross_entropy_sums(
                 logits,
                 labels,
                 ignore_label=ignore_label,
@@ -296,14 +385,36 @@ def segmentation_loss(
                 pixel_weights=pixel_weights,
             )
         elif name == "dice":
-            value = dice_loss(logits, labels, ignore_label=ignore_label, smooth=dice_smooth)
+            sums[name] = dice_sums(logits, labels, ignore_label=ignore_label)
         else:
-            value = focal_loss(
+            sums[name] = focal_sums(
                 logits, labels, gamma=focal_gamma, alpha=focal_alpha, ignore_label=ignore_label
             )
-        components[name] = value
+    return sums
+
+
+def segmentation_loss_from_sums(
+    sums: Mapping[str, Mapping[str, jax.Array]],
+    *,
+    weights: Mapping[str, float],
+    dice_smooth: float = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`(total, components)` of `segmentation_loss` from `segmentation_loss_sums`."""
+    _check_names(weights)
+    components = {
+        name: dice_from_sums(sums[name], smooth=dice_smooth) if name == "dice" else _ratio(sums[name])
+        for name in weights
+    }
     total = sum(weights[name] * value for name, value in components.items())
     return total, components
+
+
+def _check_names(names) -> None:
+    unknown = sorted(set(names) - set(LOSS_NAMES))
+    if unknown:
+        raise ValueError(f"unknown loss name(s) {unknown}; known names are {list(LOSS_NAMES)}")
+    if not names:
+        raise ValueError(f"weights is empty; name at least one of {list(LOSS_NAMES)}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -164,9 +164,10 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
     if aug != augment.AugmentParams(ignore_label=aug.ignore_label):
         images, labels, weights = augment.augment_batch(aug_key, images, labels, aug, weights)
     class_weights = jnp.asarray(config.class_weights, jnp.float32) if config.class_weights else None
+    loss_weights = dict(config.loss)
 
-    def loss_fn(params, batch_stats, micro, key):
-        images, labels, weights = micro
+    def apply_fn(params, batch_stats, images, key):
+        """Logits of a (micro-)batch, and the updated batch-norm statistics."""
         logits, updates = state.apply_fn(
             model_variables(params, batch_stats),
             images,
@@ -174,50 +175,127 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
             rngs={"dropout": key},
             mutable=["batch_stats"],
         )
-        total, parts = losses.segmentation_loss(
+        return logits, updates.get("batch_stats", batch_stats)
+
+    def sums_fn(logits, micro):
+        """The loss's sums over one (micro-)batch ``(images, labels, weights)``."""
+        _, labels, weights = micro
+        return losses.segmentation_loss_sums(
             logits,
             _crop_like(labels, logits),
-            weights=dict(config.loss),
+            names=loss_weights,
             ignore_label=data.IGNORE_INDEX,
             class_weights=class_weights,
             pixel_weights=_crop_like(weights, logits),
         )
-        return total, (parts, updates.get("batch_stats", batch_stats))
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    accum = config.grad_accum_steps
-    if accum == 1:
-        (loss, (parts, batch_stats)), grads = grad_fn(
-            state.params, state.batch_stats, (images, labels, weights), dropout_key
+    def total_fn(sums):
+        return losses.segmentation_loss_from_sums(sums, weights=loss_weights)
+
+    batch = (images, labels, weights)
+    if config.grad_accum_steps == 1:
+
+        def loss_fn(params):
+            logits, batch_stats = apply_fn(params, state.batch_stats, images, dropout_key)
+            total, parts = total_fn(sums_fn(logits, batch))
+            return total, (parts, batch_stats)
+
+        (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
         )
     else:
-        # Example i goes to micro-batch i % accum, so every micro-batch spans every device.
-        split = lambda x: None if x is None else x.reshape(-1, accum, *x.shape[1:]).swapaxes(0, 1)  # noqa: E731
-        micro = (split(images), split(labels), split(weights))
-
-        def body(carry, inputs):
-            grads, loss, parts, batch_stats = carry
-            i, micro = inputs
-            (micro_loss, (p, batch_stats)), g = grad_fn(
-                state.params, batch_stats, micro, jax.random.fold_in(dropout_key, i)
-            )
-            add = lambda a, b: jax.tree.map(jnp.add, a, b)  # noqa: E731
-            return (add(grads, g), loss + micro_loss, add(parts, p), batch_stats), None
-
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        _, (zero_parts, _) = jax.eval_shape(
-            loss_fn,
+        grads, sums, batch_stats = accumulate_gradients(
+            apply_fn,
+            sums_fn,
+            lambda sums: total_fn(sums)[0],
             state.params,
             state.batch_stats,
-            jax.tree.map(lambda x: x[0], micro),
+            batch,
             dropout_key,
+            steps=config.grad_accum_steps,
+            linear_in_logits=not loss_weights.get("dice"),
         )
-        init = (zeros, 0.0, jax.tree.map(jnp.zeros_like, zero_parts), state.batch_stats)
-        (grads, loss, parts, batch_stats), _ = jax.lax.scan(body, init, (jnp.arange(accum), micro))
-        grads = jax.tree.map(lambda g: g / accum, grads)
-        loss, parts = loss / accum, jax.tree.map(lambda p: p / accum, parts)
+        loss, parts = total_fn(sums)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return new_state, {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads)}
+
+
+def accumulate_gradients(
+    apply_fn, sums_fn, total_fn, params, batch_stats, batch, key, *, steps, linear_in_logits
+):
+    """The gradient of ``total_fn(sums over the whole batch)``, one micro-batch at a time.
+
+    The losses are ratios of sums over the whole batch (valid pixels, class and border weights,
+    Dice's per-class sums), so averaging the micro-batches' losses is wrong whenever the
+    micro-batches count different pixels. By the chain rule the gradient is
+    ``sum_i J_i^T g``, with ``J_i`` the Jacobian of micro-batch ``i``'s sums and ``g`` the
+    gradient of ``total_fn`` at the whole batch's sums: each micro-batch back-propagates ``g``.
+
+    ``g`` needs the whole batch's sums first. When the loss is linear in every sum the logits
+    enter (cross-entropy and focal: numerators over label-only denominators), ``g`` depends on
+    the labels alone, and the sums are taken with zero logits without running the model. Dice
+    is not linear, so ``linear_in_logits=False`` runs a forward pass per micro-batch first
+    (same dropout keys), about a third more work per step.
+
+    Batch norm normalises each micro-batch by its own statistics (as PyTorch does), so with batch
+    norm the step equals one big batch only up to that; the running averages take one update
+    per micro-batch, in order.
+
+    Args:
+      apply_fn: ``(params, batch_stats, images, key) -> (logits, new_batch_stats)``.
+      sums_fn: ``(logits, micro_batch) -> sums`` (a pytree of arrays that add across batches).
+      total_fn: ``sums -> scalar loss``.
+      params: the parameters to differentiate.
+      batch_stats: batch-norm statistics (or None).
+      batch: ``(images, *others)``, arrays (or None) with the examples on axis 0. Example ``j``
+        goes to micro-batch ``j % steps``, so every micro-batch spans every device.
+      key: dropout key; micro-batch ``i`` uses ``fold_in(key, i)``.
+      steps: the number of micro-batches.
+      linear_in_logits: whether ``g`` may be taken from label-only sums (see above).
+
+    Returns:
+      ``(grads, sums, batch_stats)``: the whole batch's gradient and sums, and the statistics
+      after the last micro-batch.
+    """
+
+    def split(x):
+        return x.reshape(-1, steps, *x.shape[1:]).swapaxes(0, 1)
+
+    micro = jax.tree.map(split, batch)
+    inputs = (jnp.arange(steps), micro)
+    add = functools.partial(jax.tree.map, jnp.add)
+    first = jax.tree.map(lambda x: x[0], micro)
+    logits_shape = jax.eval_shape(apply_fn, params, batch_stats, first[0], key)[0]
+    zero_sums = jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(sums_fn, logits_shape, first)
+    )
+
+    def forward(total, inputs):
+        i, micro = inputs
+        if linear_in_logits:
+            logits = jnp.zeros(logits_shape.shape, logits_shape.dtype)
+        else:
+            logits, _ = apply_fn(params, batch_stats, micro[0], jax.random.fold_in(key, i))
+        return add(total, sums_fn(logits, micro)), None
+
+    whole, _ = jax.lax.scan(forward, zero_sums, inputs)
+    cotangent = jax.grad(total_fn)(whole)
+
+    def backward(carry, inputs):
+        grads, sums, batch_stats = carry
+        i, micro = inputs
+
+        def micro_sums_fn(params):
+            logits, new_stats = apply_fn(params, batch_stats, micro[0], jax.random.fold_in(key, i))
+            return sums_fn(logits, micro), new_stats
+
+        micro_sums, vjp_fn, batch_stats = jax.vjp(micro_sums_fn, params, has_aux=True)
+        (micro_grads,) = vjp_fn(cotangent)
+        return (add(grads, micro_grads), add(sums, micro_sums), batch_stats), None
+
+    init = (jax.tree.map(jnp.zeros_like, params), zero_sums, batch_stats)
+    (grads, sums, batch_stats), _ = jax.lax.scan(backward, init, inputs)
+    return grads, sums, batch_stats
 
 
 def eval_step(state: TrainState, batch: dict, *, num_classes: int, num_samples: int):

@@ -146,6 +146,58 @@ def test_gradient_accumulation_matches_one_big_batch(data_dir):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params1, params2)
 
 
+def _uneven_batch(data_dir, seed=0):
+    """The first training batch with most pixels of the micro-batch-0 examples ignored and a
+    random pixel-weight map: micro-batch 0 (even examples) keeps 32 valid pixels, micro-batch 1
+    all 4 x 1024."""
+    batch = dict(first_train_batch(data_dir))
+    labels = np.array(batch["label"])
+    keep = np.zeros(labels.shape[1:], bool)
+    keep[:4, :2] = True  # 8 pixels per even example, 32 in micro-batch 0.
+    labels[0::2] = np.where(keep, labels[0::2], data.IGNORE_INDEX)
+    batch["label"] = labels
+    rng = np.random.default_rng(seed)
+    batch["weight"] = rng.uniform(0.5, 10.0, labels.shape).astype(np.float32)
+    return batch
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"class_weights": (0.5, 1.0, 2.0, 3.0, 4.0)},
+        {"loss": {"cross_entropy": 0.0, "dice": 1.0, "focal": 0.0}},
+        {"loss": {"cross_entropy": 1.0, "dice": 0.5, "focal": 2.0}, "class_weights": (1.0, 2.0, 1.0, 3.0, 1.0)},
+    ],
+    ids=["ignored_and_border_weights", "class_weights", "dice", "all_losses"],
+)  # fmt: skip
+def test_gradient_accumulation_with_uneven_micro_batches_matches_one_big_batch(
+    data_dir, overrides
+):
+    # Every loss is a ratio of sums over the whole batch: accumulation must sum numerators and
+    # denominators (and Dice's per-class sums) and divide once, not average micro-batch means.
+    config = plain_sgd_config(data_dir, augment={}, **overrides)
+    config.learning_rate = 1.0  # Parameters move by exactly the gradient.
+    batch = _uneven_batch(data_dir)
+    params1, m1 = _one_step(config, jax.devices()[:1], batch)
+    config.grad_accum_steps = 2
+    params2, m2 = _one_step(config, jax.devices()[:1], batch)
+    for name in ("loss", "cross_entropy", "dice", "focal", "grad_norm"):
+        np.testing.assert_allclose(m2[name], m1[name], rtol=1e-5, err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params1, params2)
+
+
+def test_gradient_accumulation_on_eight_devices_matches_one_big_batch(data_dir):
+    config = plain_sgd_config(data_dir, augment={}, loss={"cross_entropy": 1.0, "dice": 1.0, "focal": 0.0})  # fmt: skip
+    config.learning_rate = 1.0
+    batch = _uneven_batch(data_dir)
+    params1, m1 = _one_step(config, jax.devices()[:1], batch)
+    config.grad_accum_steps = 4
+    params8, m8 = _one_step(config, jax.devices(), batch)
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), params1, params8)
+
+
 def test_training_lowers_loss_and_raises_miou(data_dir, tmp_path):
     # A small slice, evaluated on itself: this checks that the loop learns, quickly; how well
     # the default config generalises is measured by the README's run.
