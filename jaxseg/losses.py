@@ -402,7 +402,9 @@ def segmentation_loss_from_sums(
     """`(total, components)` of `segmentation_loss` from `segmentation_loss_sums`."""
     _check_names(weights)
     components = {
-        name: dice_from_sums(sums[name], smooth=dice_smooth) if name == "dice" else _ratio(sums[name])
+        name: dice_from_sums(sums[name], smooth=dice_smooth)
+        if name == "dice"
+        else _ratio(sums[name])
         for name in weights
     }
     total = sum(weights[name] * value for name, value in components.items())
