@@ -62,7 +62,6 @@ class AugmentParams:
     noise_prob: float = 0.0
     noise_std: float = 0.0  # image + N(0, std^2) per pixel and channel
     out_of_bounds: str = "mirror"  # see `resample`
-    ignore_label: int = 255
 
     def __post_init__(self):
         v = lambda name: getattr(self, name)
@@ -79,8 +78,6 @@ class AugmentParams:
             bad.append(f"elastic_grid={self.elastic_grid!r} is not an int >= 2")
         if self.out_of_bounds not in OUT_OF_BOUNDS_MODES:
             bad.append(f"out_of_bounds={self.out_of_bounds!r} not in {OUT_OF_BOUNDS_MODES}")
-        if not isinstance(self.ignore_label, int):
-            bad.append(f"ignore_label={self.ignore_label!r} is not an int")
         if bad:
             raise ValueError("Invalid AugmentParams: " + "; ".join(bad))
 
@@ -189,16 +186,17 @@ def simard_displacement(key: Array, shape: Shape, alpha: float = 34.0, sigma: fl
 
 def resample(
     image: Array, mask: Array, coords: Array, *, weights: Array | None = None,
-    out_of_bounds: str = "mirror", ignore_label: int = 255,
+    out_of_bounds: str = "mirror", outside_label: int = -1,
 ) -> tuple[Array, Array, Array | None]:  # fmt: skip
     """Samples image [H, W, C] bilinearly and mask / weights [H, W] nearest at coords [2, h, w].
 
     Args:
       image, mask, weights: [H, W, C] float, [H, W] int, optional [H, W] float.
       coords: [2, h, w] input (row, col) for each output pixel, e.g. from `sampling_coords`.
-      ignore_label: mask value for pixels sampled from outside in 'ignore' mode.
+      outside_label: mask value for pixels sampled from outside in 'ignore' mode: the label the
+        losses ignore (the loader's ``jaxseg.data.IGNORE_INDEX``, -1).
       out_of_bounds: 'mirror' reflects about the edge pixel centres (SciPy mode 'mirror', numpy
-        pad 'reflect': d c b | a b c d | c b a). 'ignore' gives image 0, mask ``ignore_label``
+        pad 'reflect': d c b | a b c d | c b a). 'ignore' gives image 0, mask ``outside_label``
         and weights 0 wherever a coordinate lies outside [0, size - 1].
     Returns:
       (image [h, w, C], mask [h, w], weights [h, w] or None).
@@ -214,7 +212,7 @@ def resample(
     if out_of_bounds == "ignore":
         inside = jnp.all((coords >= -_INSIDE_TOL) & (coords <= size - 1 + _INSIDE_TOL), axis=0)
         image = jnp.where(inside[..., None], image, 0)
-        mask = jnp.where(inside, mask, jnp.asarray(ignore_label, mask.dtype))
+        mask = jnp.where(inside, mask, jnp.asarray(outside_label, mask.dtype))
         weights = None if weights is None else jnp.where(inside, weights, 0)
     return image, mask, weights
 
@@ -276,12 +274,18 @@ def photometric(key: Array, image: Array, params: AugmentParams) -> Array:
 
 
 def augment(
-    key: Array, image: Array, mask: Array, params: AugmentParams, weights: Array | None = None
+    key: Array,
+    image: Array,
+    mask: Array,
+    params: AugmentParams,
+    weights: Array | None = None,
+    *,
+    outside_label: int = -1,
 ) -> tuple[Array, Array, Array | None]:
     """Augments one example: one geometric resample, then photometric ops on the image only.
 
     In 'ignore' mode the photometric ops also touch the zero-filled outside pixels (their mask is
-    ``ignore_label``, so a loss that honours it never sees them).
+    ``outside_label``, so a loss that honours it never sees them).
 
     Args:
       key: PRNG key for this example.
@@ -289,6 +293,7 @@ def augment(
       mask: [H, W] integer labels.
       params: `AugmentParams` (static under jit).
       weights: optional [H, W] float map (e.g. loss weights), resampled like the mask (nearest).
+      outside_label: mask value of pixels from outside the image in 'ignore' mode (`resample`).
     Returns:
       (image [H, W, C] float32, mask [H, W] of mask's dtype, weights [H, W] or None).
     """
@@ -306,13 +311,19 @@ def augment(
             coords,
             weights=weights,
             out_of_bounds=params.out_of_bounds,
-            ignore_label=params.ignore_label,
+            outside_label=outside_label,
         )
     return photometric(k_photometric, image, params), mask, weights
 
 
 def augment_batch(
-    key: Array, images: Array, masks: Array, params: AugmentParams, weights: Array | None = None
+    key: Array,
+    images: Array,
+    masks: Array,
+    params: AugmentParams,
+    weights: Array | None = None,
+    *,
+    outside_label: int = -1,
 ) -> tuple[Array, Array, Array | None]:
     """`augment` vmapped over [B, ...] inputs, example i using ``jax.random.split(key, B)[i]``.
 
@@ -324,5 +335,7 @@ def augment_batch(
       (images [B, H, W, C] float32, masks [B, H, W], weights [B, H, W] or None).
     """
     keys = jax.random.split(key, images.shape[0])
-    one = lambda k, image, mask, w: augment(k, image, mask, params, weights=w)
+    one = lambda k, image, mask, w: augment(
+        k, image, mask, params, weights=w, outside_label=outside_label
+    )
     return jax.vmap(one)(keys, images, masks, weights)

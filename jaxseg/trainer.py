@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxseg import augment, checkpoint, data, losses, metrics, models, parallel, summary, visualize
+from jaxseg.data import weight_map
 from jaxseg.models.layers import center_crop
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -161,8 +162,10 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
     images, labels, weights = batch["image"], batch["label"], batch.get("weight")
     chex.assert_rank([images, labels], [4, 3])
     chex.assert_equal_shape_prefix([images, labels], 3)
-    if aug != augment.AugmentParams(ignore_label=aug.ignore_label):
-        images, labels, weights = augment.augment_batch(aug_key, images, labels, aug, weights)
+    if aug != augment.AugmentParams():
+        images, labels, weights = augment.augment_batch(
+            aug_key, images, labels, aug, weights, outside_label=data.IGNORE_INDEX
+        )
     class_weights = jnp.asarray(config.class_weights, jnp.float32) if config.class_weights else None
     loss_weights = dict(config.loss)
 
@@ -344,7 +347,7 @@ def _loaders(config, setup: Setup):
     weight_fn = None
     if config.border_weights.enabled:
         weight_fn = functools.partial(
-            losses.border_weight_map,
+            weight_map.border_weight_map,
             w0=config.border_weights.w0,
             sigma=config.border_weights.sigma,
             foreground=config.border_weights.foreground,
@@ -428,9 +431,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     tx, schedule = create_optimizer(config)
     state = jax.device_put(create_train_state(config, setup, tx), replicated)
-    aug = augment.AugmentParams.from_dict(
-        {**config.augment.to_dict(), "ignore_label": data.IGNORE_INDEX}
-    )
+    aug = augment.AugmentParams.from_dict(config.augment.to_dict())
     train_fn = jax.jit(
         functools.partial(train_step, config=config, aug=aug),
         in_shardings=(replicated, batch_sharding),

@@ -37,12 +37,12 @@ def batch(n, h=H, w=W):
     return np.stack([image] * n), np.stack([mask] * n), np.stack([weights] * n)
 
 
-def assert_aligned(out_image, out_mask, out_weights, image, mask, weights, ignore_label=255):
+def assert_aligned(out_image, out_mask, out_weights, image, mask, weights, outside_label=-1):
     """Mask and weights equal the source pixel that the image says it was sampled from."""
     out_image, out_mask, out_weights = map(np.asarray, (out_image, out_mask, out_weights))
     h, w = mask.shape
     rows, cols = out_image[..., 0] * (h - 1), out_image[..., 1] * (w - 1)
-    inside = out_mask != ignore_label
+    inside = out_mask != outside_label
     tie = (np.abs(rows % 1 - 0.5) < 1e-3) | (np.abs(cols % 1 - 0.5) < 1e-3)
     check = inside & ~tie
     assert check.mean() > 0.5
@@ -163,7 +163,7 @@ def test_resample_matches_scipy(mode):
     if mode == "ignore":
         outside = np.any((coords < 0) | (coords > size - 1), axis=0)
         assert 0.1 < outside.mean() < 0.9
-        expected_image[outside], expected_mask[outside], expected_weights[outside] = 0, 255, 0
+        expected_image[outside], expected_mask[outside], expected_weights[outside] = 0, -1, 0
     tie = np.any(np.abs(coords % 1 - 0.5) < 1e-4, axis=0)
     np.testing.assert_allclose(out[0], expected_image, atol=2e-5)
     np.testing.assert_array_equal(np.asarray(out[1])[~tie], expected_mask[~tie])
@@ -174,7 +174,7 @@ def test_integer_translation_ignore_band_and_mirror():
     image, mask, weights = make_example()
     coords = aug.sampling_coords(aug.affine_matrix((H, W), translate=(3, -5)), (H, W))
     out_image, out_mask, out_weights = aug.resample(
-        image, mask, coords, weights=weights, out_of_bounds="ignore", ignore_label=7
+        image, mask, coords, weights=weights, out_of_bounds="ignore", outside_label=7
     )
     band = np.zeros((H, W), bool)
     band[:3], band[:, -5:] = True, True
@@ -200,7 +200,7 @@ def test_random_translation_is_whole_pixels_with_exact_ignore_band():
         matches = []
         for dy in range(-8, 9):
             for dx in range(-12, 13):
-                want = np.full((H, W), 255)
+                want = np.full((H, W), -1)
                 want[max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = masks[0][
                     max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)
                 ]
@@ -209,8 +209,8 @@ def test_random_translation_is_whole_pixels_with_exact_ignore_band():
         assert len(matches) == 1
         shifts.append(matches[0])
         dy, dx = matches[0]
-        np.testing.assert_array_equal(out_image[out_mask == 255], 0)
-        inside = out_mask != 255
+        np.testing.assert_array_equal(out_image[out_mask == -1], 0)
+        inside = out_mask != -1
         np.testing.assert_array_equal(
             out_image[inside], np.roll(images[0], (dy, dx), (0, 1))[inside]
         )

@@ -386,10 +386,10 @@ def test_unknown_dataset_and_folder_without_classes():
 
 
 def test_weight_maps_follow_their_labels_and_worker_processes_work(synthetic_dir):
-    from jaxseg import losses
+    from jaxseg.data import weight_map
 
     spec = data.get_spec("synthetic_shapes")
-    weight_fn = functools.partial(losses.border_weight_map, foreground=(1, 2, 3, 4))
+    weight_fn = functools.partial(weight_map.border_weight_map, foreground=(1, 2, 3, 4))
     ev = data.create_loader(spec, "validation", batch_size=4, size=(100, 100), margin=2, train=False,
                             data_dir=synthetic_dir, weight_fn=weight_fn)  # fmt: skip
     batch = next(iter(ev))

@@ -101,7 +101,7 @@ def _one_step(config, devices, batch):
     mesh = parallel.data_mesh(devices)
     replicated, sharded = parallel.shardings(mesh)
     state = jax.device_put(trainer.create_train_state(config, setup, tx), replicated)
-    aug = augment.AugmentParams.from_dict({**config.augment.to_dict(), "ignore_label": -1})
+    aug = augment.AugmentParams.from_dict(config.augment.to_dict())
     step = jax.jit(
         functools.partial(trainer.train_step, config=config, aug=aug),
         in_shardings=(replicated, sharded),

@@ -225,7 +225,7 @@ def create_loader(
         valid-padding U-Net), so that labels line up with the centre of the model output.
       data_dir, manual_dir: TFDS data folder and the user's raw data (manual datasets).
       resize_to: resize every example to ``(height, width)`` first.
-      weight_fn: per-pixel weight map from a label, e.g. ``losses.border_weight_map``.
+      weight_fn: per-pixel weight map from a label, e.g. ``weight_map.border_weight_map``.
       worker_count: grain worker processes (0: in this process).
       num_epochs: passes over the data for training (``None``: forever).
     """

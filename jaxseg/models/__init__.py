@@ -1,5 +1,9 @@
 """Model zoo: ``create(name, num_classes, **overrides)`` builds any model by name.
 
+Every model is a Flax module with a keyword-only ``train`` flag and a ``geometry()`` method
+(``jaxseg.models.geometry.Geometry``: valid input sizes, output size, margin, tiling) that the
+rest of jaxseg asks. Adding a model is its module plus one line in ``MODELS``.
+
 >>> model = create("unet", num_classes=2, padding="SAME", base_features=8, depth=2)
 >>> model.depth
 2
@@ -14,6 +18,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from jaxseg.models.fcn import FCN, fcn_crop_offsets
+from jaxseg.models.geometry import Geometry
 from jaxseg.models.layers import UpConv, bilinear_kernel, transposed_conv
 from jaxseg.models.simple import SimpleFCN, SimpleUNet
 from jaxseg.models.sizes import (
@@ -68,6 +73,7 @@ def create(name: str, num_classes: int, **overrides) -> nn.Module:
 __all__ = [
     "FCN",
     "MODELS",
+    "Geometry",
     "VGG16",
     "SimpleFCN",
     "SimpleUNet",

@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.models.geometry import Geometry
 from jaxseg.models.layers import (
     UpConv,
     bilinear_kernel,
@@ -92,6 +93,10 @@ class FCN(nn.Module):
         if min(self.num_classes, self.base_features, self.fc_features) < 1:
             raise ValueError("FCN needs num_classes, base_features and fc_features >= 1")
         super().__post_init__()
+
+    def geometry(self) -> Geometry:
+        # Any size works (pad 100, ceil-mode pooling, final crop); VGG16 pools five times.
+        return Geometry(f"fcn{self.output_stride}s", alignment=32)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:

@@ -13,8 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg.models.geometry import Geometry
 from jaxseg.models.layers import UpConv, max_pool_2x2
-from jaxseg.models.sizes import check_divisible
 
 Dtype = Any
 
@@ -32,11 +32,14 @@ class SimpleFCN(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
+    def geometry(self) -> Geometry:
+        return Geometry("simple_fcn", size_multiple=4, alignment=4)
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         """Maps ``[batch, H, W, C]`` (H and W divisible by 4) to ``[batch, H, W, num_classes]``."""
         del train  # No layer behaves differently in training.
-        check_divisible("simple_fcn", x.shape[1:3], 4)
+        self.geometry().check_input(x.shape[1:3])
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = max_pool_2x2(nn.relu(nn.Conv(64, (3, 3), padding=1, name="enc_conv1", **kw)(x)))
         x = max_pool_2x2(nn.relu(nn.Conv(128, (3, 3), padding=1, name="enc_conv2", **kw)(x)))
@@ -63,11 +66,14 @@ class SimpleUNet(nn.Module):
         x = nn.relu(nn.Conv(features, (3, 3), padding=1, name=f"{name}_conv1", **kw)(x))
         return nn.relu(nn.Conv(features, (3, 3), padding=1, name=f"{name}_conv2", **kw)(x))
 
+    def geometry(self) -> Geometry:
+        return Geometry("simple_unet", size_multiple=8, alignment=8)
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         """Maps ``[batch, H, W, C]`` (H and W divisible by 8) to ``[batch, H, W, num_classes]``."""
         del train
-        check_divisible("simple_unet", x.shape[1:3], 8)
+        self.geometry().check_input(x.shape[1:3])
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         enc1 = self._block(x, 64, "enc1")
         enc2 = self._block(max_pool_2x2(enc1), 128, "enc2")

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models.geometry import Geometry
 from jaxseg.models.layers import UpConv, center_crop, max_pool_2x2
-from jaxseg.models.sizes import check_unet_input
 
 Dtype = Any
 
@@ -134,13 +134,20 @@ class UNet(nn.Module):
             raise ValueError(f"UNet dropout_rate must be in [0, 1); got {self.dropout_rate}")
         super().__post_init__()
 
+    def geometry(self) -> Geometry:
+        factor = 2**self.depth
+        if self.padding == "VALID":
+            return Geometry("unet", alignment=factor, valid_depth=self.depth)
+        name = f"A 'SAME'-padded U-Net of depth {self.depth}"
+        return Geometry(name, size_multiple=factor, alignment=factor)
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         """Maps ``[batch, H, W, C]`` to ``[batch, H', W', num_classes]`` float32 logits.
 
         ``H' = H`` for ``'SAME'`` padding, ``unet_output_size(H, depth)`` for ``'VALID'``.
         """
-        check_unet_input(x.shape[1:3], self.depth, self.padding)
+        self.geometry().check_input(x.shape[1:3])
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         block_kw = dict(padding=self.padding, batch_norm=self.batch_norm, **kw)
         block = nn.remat(ConvBlock, static_argnums=(2,)) if self.remat else ConvBlock
