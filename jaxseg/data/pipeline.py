@@ -21,10 +21,9 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
-from jax.experimental import multihost_utils
 from PIL import Image
 
-from jaxseg.data import files
+from jaxseg.data import files, preparation
 from jaxseg.data.builders import SegmentationFolder, SegmentationFolderConfig
 from jaxseg.data.specs import IGNORE_INDEX, INVALID, DatasetSpec
 
@@ -32,7 +31,8 @@ WeightFn = Callable[[np.ndarray], np.ndarray]
 
 
 def get_builder(spec: DatasetSpec, *, data_dir: str | None = None, manual_dir: str | None = None):
-    """The TFDS builder of ``spec``, prepared as ``array_record`` (prepared once, then reused)."""
+    """The TFDS builder of ``spec``, prepared as ``array_record``: prepared once, then reused
+    while its source is unchanged, re-prepared when it changed (``preparation.prepare``)."""
     if spec.tfds_name.startswith("segmentation_folder/"):
         config = SegmentationFolderConfig(
             name=spec.name,
@@ -43,35 +43,7 @@ def get_builder(spec: DatasetSpec, *, data_dir: str | None = None, manual_dir: s
         builder = SegmentationFolder(config=config, data_dir=data_dir, file_format="array_record")
     else:
         builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
-    if jax.process_count() > 1:  # Process 0 prepares first (data_dir may be shared), then the rest.
-        if jax.process_index() == 0:
-            _prepare(builder, spec, manual_dir)
-        multihost_utils.sync_global_devices(f"jaxseg prepared {spec.name}")
-    _prepare(builder, spec, manual_dir)
-    return builder
-
-
-def _prepare(builder, spec: DatasetSpec, manual_dir: str | None) -> None:
-    if not builder.is_prepared():
-        if spec.needs_manual_dir and not manual_dir:
-            raise ValueError(
-                f"dataset {spec.name!r} is not prepared in {builder.data_dir!r}; set manual_dir "
-                "(config.manual_dir) to your copy of the data"
-            )
-        if spec.license_note:
-            print(f"Preparing {spec.name}: {spec.license_note}")
-        if manual_dir:
-            manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
-            if spec.needs_manual_dir and (
-                not os.path.isdir(manual_dir) or not os.listdir(manual_dir)
-            ):
-                raise ValueError(
-                    f"manual_dir {manual_dir!r} for dataset {spec.name!r} is missing or empty"
-                )
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
-        )
+    return preparation.prepare(builder, spec, manual_dir)
 
 
 @dataclasses.dataclass
