@@ -44,9 +44,28 @@ script's (not checked against Fiji: it is not available here). Predicted membran
 left after thinning that lie in ground-truth foreground count as singleton segments, as in
 the challenge's code. Pass `thin=False` to score without thinning.
 
+Two pixel scores, under names that say which is which:
+
+* `pixel_misclassification`: the fraction of pixels whose class (cell or membrane) is wrong,
+  `(FP + FN) / (TP + TN + FP + FN)`. This is what jaxseg called "pixel error" before.
+* `pixel_fscore`: the F-score of the cell pixels, `2 P R / (P + R)` with precision
+  `P = TP / (TP + FP)` and recall `R = TP / (TP + FN)`, cell (label > 0, `prediction >
+  threshold`) the positive class, over all pixels (not foreground-restricted). As the
+  challenge's Fiji code (`trainableSegmentation.metrics.PixelError` and
+  `ClassificationStatistics`): `P = 1` when `FP = 0`, `R = 1` when `FN = 0`, `F = 0` when
+  `P + R = 0`; a stack pools its counts over the slices.
+* `isbi_pixel_error` (`best_isbi_scores` only): the challenge's "pixel error", defined on its
+  evaluation page (brainiac2.mit.edu/isbi_challenge/evaluation) and in Arganda-Carreras et al.
+  2015 as 1 - the maximal F-score of pixel similarity: `1 - max over thresholds of
+  pixel_fscore`, thresholds 0.0, 0.1, ..., 1.0 as in its Fiji script. It is not the
+  misclassification rate: at one threshold `1 - F = (FP + FN) / (2 TP + FP + FN)` against
+  `(FP + FN) / (TP + TN + FP + FN)`, smaller whenever cell pixels correctly found outnumber
+  membrane pixels correctly found (`TP > TN`, as on ISBI data).
+
 Stacks `[slices, height, width]` are scored slice by slice and the scores averaged, as the
-challenge did; `best_isbi_scores` then takes the best over thresholds, each score maximised
-(pixel error minimised) separately, like the official script.
+challenge did (`pixel_fscore` pools the slices' counts instead, as Fiji does);
+`best_isbi_scores` then takes the best over thresholds, each score maximised (misclassification
+minimised) separately, like the official script.
 """
 
 from __future__ import annotations
@@ -62,7 +81,8 @@ __all__ = [
     "contingency_counts",
     "information_scores",
     "isbi_scores",
-    "pixel_error",
+    "pixel_fscore",
+    "pixel_misclassification",
     "predicted_segments",
     "rand_scores",
     "thin_boundaries",
@@ -240,13 +260,44 @@ def information_scores(
     )
 
 
-def pixel_error(prediction: np.ndarray, label: np.ndarray, *, threshold: float = 0.5) -> float:
-    """Fraction of pixels whose class (cell = `prediction > threshold`) differs from `label`'s."""
+def _cells(prediction, label, threshold) -> tuple[np.ndarray, np.ndarray]:
     prediction = np.asarray(prediction)
     label = np.asarray(label)
     if prediction.shape != label.shape:
         raise ValueError(f"shapes differ: prediction {prediction.shape}, label {label.shape}")
-    return float(np.mean((prediction > threshold) != (label > 0)))
+    return prediction > threshold, label > 0
+
+
+def pixel_misclassification(
+    prediction: np.ndarray, label: np.ndarray, *, threshold: float = 0.5
+) -> float:
+    """Fraction of pixels whose class (cell = `prediction > threshold`) differs from `label`'s.
+
+    >>> pixel_misclassification(np.array([0.9, 0.9, 0.2, 0.7]), np.array([1, 1, 0, 0]))
+    0.25
+    """
+    predicted, true = _cells(prediction, label, threshold)
+    return float(np.mean(predicted != true))
+
+
+def pixel_fscore(prediction: np.ndarray, label: np.ndarray, *, threshold: float = 0.5) -> float:
+    """F-score of the cell pixels (positive class: cell), any shape; see the module doc.
+
+    `1 - pixel_fscore` maximised over thresholds is the ISBI challenge's "pixel error"
+    (`best_isbi_scores(...)['isbi_pixel_error']`).
+
+    >>> pixel_fscore(np.array([0.9, 0.9, 0.2, 0.7]), np.array([1, 1, 0, 0]))  # P 2/3, R 1
+    0.8
+    """
+    predicted, true = _cells(prediction, label, threshold)
+    tp = int(np.count_nonzero(predicted & true))
+    fp = int(np.count_nonzero(predicted & ~true))
+    fn = int(np.count_nonzero(~predicted & true))
+    precision = 1.0 if fp == 0 else tp / (tp + fp)
+    recall = 1.0 if fn == 0 else tp / (tp + fn)
+    if precision + recall == 0:
+        return 0.0
+    return 2.0 * precision * recall / (precision + recall)
 
 
 def _isbi_scores_2d(prediction, label, *, threshold, connectivity, thin, alpha):
@@ -257,7 +308,7 @@ def _isbi_scores_2d(prediction, label, *, threshold, connectivity, thin, alpha):
     rand = rand_scores(true_segments, segments, alpha=alpha)
     info = information_scores(true_segments, segments, alpha=alpha)
     return {
-        "pixel_error": pixel_error(prediction, label, threshold=threshold),
+        "pixel_misclassification": pixel_misclassification(prediction, label, threshold=threshold),
         "v_rand": rand.score,
         "v_rand_split": rand.split,
         "v_rand_merge": rand.merge,
@@ -276,7 +327,7 @@ def isbi_scores(
     thin: bool = True,
     alpha: float = 0.5,
 ) -> dict[str, float]:
-    """Pixel error, V_rand and V_info (with split/merge parts) at one threshold.
+    """Pixel misclassification and F-score, V_rand and V_info (split/merge parts) at one threshold.
 
     Args:
       prediction: `[height, width]` or `[slices, height, width]` cell probability or binary
@@ -288,8 +339,9 @@ def isbi_scores(
       alpha: weight of the merge score in both F-scores.
 
     Returns:
-      Dict of floats: 'pixel_error', 'v_rand', 'v_rand_split', 'v_rand_merge', 'v_info',
-      'v_info_split', 'v_info_merge'; for a stack, each averaged over the slices.
+      Dict of floats: 'pixel_misclassification', 'pixel_fscore', 'v_rand', 'v_rand_split',
+      'v_rand_merge', 'v_info', 'v_info_split', 'v_info_merge'; for a stack, each averaged
+      over the slices, except 'pixel_fscore', from the counts of the whole stack.
     """
     prediction = np.asarray(prediction)
     label = np.asarray(label)
@@ -306,7 +358,12 @@ def isbi_scores(
         )
         for p, t in zip(prediction, label)
     ]
-    return {key: float(np.mean([s[key] for s in per_slice])) for key in per_slice[0]}
+    scores = {key: float(np.mean([s[key] for s in per_slice])) for key in per_slice[0]}
+    return {
+        "pixel_misclassification": scores.pop("pixel_misclassification"),
+        "pixel_fscore": pixel_fscore(prediction, label, threshold=threshold),
+        **scores,
+    }
 
 
 def best_isbi_scores(
@@ -321,8 +378,10 @@ def best_isbi_scores(
     """The challenge's reported numbers: each score at its best threshold.
 
     Returns:
-      Dict: 'v_rand' (max over thresholds), 'v_info' (max), 'pixel_error' (min), and for each
-      the threshold that achieved it ('v_rand_threshold', ...; the first on ties).
+      Dict: 'v_rand' (max over thresholds), 'v_info' (max), 'pixel_misclassification' (min),
+      'pixel_fscore' (max), and for each the threshold that achieved it ('v_rand_threshold',
+      ...; the first on ties); and 'isbi_pixel_error' = 1 - the maximal 'pixel_fscore', the
+      challenge's "pixel error".
     """
     results = [
         isbi_scores(
@@ -336,7 +395,8 @@ def best_isbi_scores(
         for threshold in thresholds
     ]
     best = {}
-    for key, sign in (("v_rand", 1.0), ("v_info", 1.0), ("pixel_error", -1.0)):
+    signs = {"v_rand": 1.0, "v_info": 1.0, "pixel_misclassification": -1.0, "pixel_fscore": 1.0}
+    for key, sign in signs.items():
         values = np.array([r[key] for r in results])
         if np.all(np.isnan(values)):  # no ground-truth foreground
             best[key] = best[f"{key}_threshold"] = float("nan")
@@ -344,4 +404,5 @@ def best_isbi_scores(
         index = int(np.nanargmax(sign * values))  # the first best on ties
         best[key] = float(values[index])
         best[f"{key}_threshold"] = float(thresholds[index])
+    best["isbi_pixel_error"] = 1.0 - best["pixel_fscore"]
     return best

@@ -30,7 +30,7 @@ def test_perfect_prediction_scores_one():
     label = ground_truth(2, 4) * 255  # the 0/255 convention works as 0/1
     for prediction in (label > 0, np.where(label > 0, 0.9, 0.2)):
         scores = isbi.isbi_scores(prediction.astype(float), label)
-        assert scores["pixel_error"] == 0.0
+        assert scores["pixel_misclassification"] == 0.0 and scores["pixel_fscore"] == 1.0
         for key in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split"):
             assert scores[key] == pytest.approx(1.0), key
         assert scores["v_info_merge"] == pytest.approx(1.0)
@@ -59,7 +59,9 @@ def test_split_with_thin_predicted_membrane_hand_computed():
     assert scores["v_info_split"] == pytest.approx(h_true / h_pred)
     assert scores["v_info_merge"] == pytest.approx(1.0)
     assert scores["v_info"] == pytest.approx(h_true / (h_pred / 2 + h_true / 2))
-    assert scores["pixel_error"] == pytest.approx(3 / 36)
+    assert scores["pixel_misclassification"] == pytest.approx(3 / 36)
+    # TP 27, FN 3, FP 0: precision 1, recall 9/10, F = 2 * 27 / (2 * 27 + 3).
+    assert scores["pixel_fscore"] == pytest.approx(18 / 19)
 
 
 def test_split_with_thick_membrane_thinned_away_hand_computed():
@@ -101,7 +103,8 @@ def test_merge_hand_computed():
     assert scores["v_info_split"] == pytest.approx(1.0)
     assert scores["v_info_merge"] == pytest.approx(2 / 3)
     assert scores["v_info"] == pytest.approx(4 / 5)
-    assert scores["pixel_error"] == pytest.approx(6 / 36)
+    assert scores["pixel_misclassification"] == pytest.approx(6 / 36)
+    assert scores["pixel_fscore"] == pytest.approx(2 * 24 / (2 * 24 + 6))  # FP 6: 8/9
 
     # Everything merged (no predicted membrane): sum_s2 = 24^2 = 576 -> merge = 216/576 = 3/8.
     # One predicted segment carries no information: I = 0, so V_info = V_info_merge = 0 and
@@ -251,17 +254,88 @@ def test_thinning_makes_scores_insensitive_to_membrane_width():
     unthinned = isbi.isbi_scores(prediction, label, thin=False)
     assert unthinned["v_rand_split"] == pytest.approx(210 / 450)
     assert unthinned["v_rand_merge"] == pytest.approx(1.0)
-    assert thinned["pixel_error"] == unthinned["pixel_error"] == pytest.approx(10 / 35)
+    assert thinned["pixel_misclassification"] == pytest.approx(10 / 35)
+    assert unthinned["pixel_misclassification"] == pytest.approx(10 / 35)
+    assert thinned["pixel_fscore"] == pytest.approx(0.8)  # TP 20, FN 10: 40 / 50
 
 
-def test_pixel_error_hand_computed():
+def test_pixel_misclassification_hand_computed():
     label = np.array([[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1]])
     prediction = label.astype(float) * 0.8 + 0.1  # 0.9 for cells, 0.1 for membrane
     prediction[0, 0] = 0.3  # cell predicted as membrane
     prediction[2, 1] = 0.7  # membrane predicted as cell
     prediction[3, 3] = 0.45  # cell predicted as membrane at 0.5, as cell at 0.4
-    assert isbi.pixel_error(prediction, label) == pytest.approx(3 / 16)
-    assert isbi.pixel_error(prediction, label, threshold=0.4) == pytest.approx(2 / 16)
+    assert isbi.pixel_misclassification(prediction, label) == pytest.approx(3 / 16)
+    assert isbi.pixel_misclassification(prediction, label, threshold=0.4) == pytest.approx(2 / 16)
+
+
+def test_pixel_fscore_hand_computed():
+    # The 4x4 case above: 9 cell pixels, 7 membrane. At 0.5: TP 7, FN 2 ((0,0), (3,3)),
+    # FP 1 ((2,1)): precision 7/8, recall 7/9, F = 2 * 7 / (2 * 7 + 3) = 14/17. At 0.4 (3,3)
+    # turns cell: TP 8, FN 1, FP 1, F = 16/18.
+    label = np.array([[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1]])
+    prediction = label.astype(float) * 0.8 + 0.1
+    prediction[0, 0], prediction[2, 1], prediction[3, 3] = 0.3, 0.7, 0.45
+    assert isbi.pixel_fscore(prediction, label) == pytest.approx(14 / 17)
+    assert isbi.pixel_fscore(prediction, label * 255, threshold=0.4) == pytest.approx(8 / 9)
+    scores = isbi.isbi_scores(prediction, label)
+    assert scores["pixel_fscore"] == pytest.approx(14 / 17)
+    # 1 - F = 3/17 is not the misclassification rate 3/16.
+    assert scores["pixel_misclassification"] == pytest.approx(3 / 16)
+    with pytest.raises(ValueError, match="shapes differ"):
+        isbi.pixel_fscore(prediction, label[:3])
+
+
+def test_pixel_fscore_conventions_of_the_challenge_code():
+    cells, membrane = np.ones((2, 3)), np.zeros((2, 3))
+    # No false positive: precision 1; no false negative: recall 1.
+    assert isbi.pixel_fscore(membrane, membrane) == 1.0  # nothing to find, nothing found
+    assert isbi.pixel_fscore(membrane, cells) == 0.0  # precision 1, recall 0
+    assert isbi.pixel_fscore(cells, membrane) == 0.0  # precision 0, recall 1
+    half = np.array([[1, 1, 1], [0, 0, 0]])
+    assert isbi.pixel_fscore(1 - half, half) == 0.0  # TP 0, FP 3, FN 3: P + R = 0
+    assert isbi.pixel_fscore(cells, half) == pytest.approx(2 / 3)  # P 1/2, R 1
+
+
+def test_pixel_fscore_of_a_stack_pools_the_slices():
+    # Slice 0: TP 3, FN 1 (F 6/7). Slice 1: TP 0, FP 1, FN 1 (F 0). Pooled: TP 3, FP 1, FN 2,
+    # F = 6/9, not the slice average 3/7.
+    label = np.array([[[1, 1], [1, 1]], [[1, 0], [0, 0]]])
+    prediction = np.array([[[1, 1], [1, 0]], [[0, 1], [0, 0]]], float)
+    assert isbi.pixel_fscore(prediction[0], label[0]) == pytest.approx(6 / 7)
+    assert isbi.pixel_fscore(prediction[1], label[1]) == 0.0
+    assert isbi.pixel_fscore(prediction, label) == pytest.approx(2 / 3)
+    assert isbi.isbi_scores(prediction, label)["pixel_fscore"] == pytest.approx(2 / 3)
+    assert isbi.isbi_scores(prediction, label)["pixel_misclassification"] == pytest.approx(3 / 8)
+
+
+def test_isbi_pixel_error_is_one_minus_the_best_fscore_not_the_misclassification():
+    # 10 cell pixels: 7 at 0.9, 3 at 0.35. 10 membrane pixels: 4 at 0.45, 6 at 0.05.
+    #   threshold 0.0:      TP 10, FP 10, FN 0  F = 20/30  misclassified 10/20
+    #   0.1, 0.2, 0.3:      TP 10, FP 4,  FN 0  F = 20/24  misclassified  4/20
+    #   0.4:                TP 7,  FP 4,  FN 3  F = 14/21  misclassified  7/20
+    #   0.5 ... 0.8:        TP 7,  FP 0,  FN 3  F = 14/17  misclassified  3/20
+    #   0.9, 1.0:           TP 0,  FP 0,  FN 10 F = 0      misclassified 10/20
+    label = np.array([1] * 10 + [0] * 10).reshape(4, 5)
+    prediction = np.array([0.9] * 7 + [0.35] * 3 + [0.45] * 4 + [0.05] * 6).reshape(4, 5)
+    best = isbi.best_isbi_scores(prediction, label)
+    assert best["pixel_fscore"] == pytest.approx(5 / 6) and best["pixel_fscore_threshold"] == 0.1
+    assert best["isbi_pixel_error"] == pytest.approx(1 / 6)
+    assert best["pixel_misclassification"] == pytest.approx(3 / 20)
+    assert best["pixel_misclassification_threshold"] == 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pixel_fscore_equals_the_count_formula_on_random_maps(seed):
+    rng = np.random.default_rng(seed)
+    label = rng.random((3, 9, 11)) < 0.7
+    prediction = np.clip(label + rng.normal(0, 0.4, label.shape), 0, 1)
+    for threshold in (0.2, 0.5, 0.8):
+        cell = prediction > threshold
+        tp, fp, fn = np.sum(cell & label), np.sum(cell & ~label), np.sum(~cell & label)
+        assert tp > 0 and fp > 0 and fn > 0
+        want = 2 * tp / (2 * tp + fp + fn)
+        assert isbi.pixel_fscore(prediction, label, threshold=threshold) == pytest.approx(want)
 
 
 def test_best_over_thresholds_and_stacks():
@@ -272,7 +346,10 @@ def test_best_over_thresholds_and_stacks():
     best = isbi.best_isbi_scores(prediction, label)
     assert best["v_rand"] == pytest.approx(1.0) and best["v_rand_threshold"] == 0.6
     assert best["v_info"] == pytest.approx(1.0) and best["v_info_threshold"] == 0.6
-    assert best["pixel_error"] == 0.0 and best["pixel_error_threshold"] == 0.6
+    assert best["pixel_misclassification"] == 0.0
+    assert best["pixel_misclassification_threshold"] == 0.6
+    assert best["pixel_fscore"] == 1.0 and best["pixel_fscore_threshold"] == 0.6
+    assert best["isbi_pixel_error"] == 0.0
     at_half = isbi.isbi_scores(prediction, label, threshold=0.5)
     assert at_half["v_rand"] < 1.0
     # A stack scores slice by slice and averages.

@@ -5,6 +5,13 @@ reshape (and, when the kernel is larger than the stride, an overlap-add of shift
 On XLA:CPU the gradient of this formulation is one to two orders of magnitude faster than
 ``nn.ConvTranspose``'s, and it keeps the parameter layout a user expects: ``kernel`` of shape
 ``[kernel, kernel, in_features, features]`` and ``bias`` of shape ``[features]``.
+
+Kernel orientation. The up-convolution's kernel means what PyTorch's ``ConvTranspose2d`` and
+Caffe's ``Deconvolution`` weights mean (``weight = kernel.transpose(2, 3, 0, 1)``, no flip), but
+it is spatially flipped relative to flax's ``nn.ConvTranspose`` (default
+``transpose_kernel=False``): the same array there gives a different result. To use a jaxseg
+kernel in ``nn.ConvTranspose(features, (k, k), strides=(s, s), padding="VALID")``, pass
+``kernel[::-1, ::-1]``; with ``transpose_kernel=True`` pass ``kernel.swapaxes(2, 3)`` instead.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ def transposed_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.nda
     ``out[s*h + i, s*w + j, d] += x[h, w, c] * kernel[i, j, c, d]``, the convention of
     PyTorch's ``ConvTranspose2d`` and Caffe's ``Deconvolution`` (weights there are stored as
     ``[c, d, i, j]``). The output has spatial size ``(size - 1) * stride + kernel_size``.
+    flax's ``nn.ConvTranspose`` flips the kernel spatially relative to this: it computes the
+    same output from ``kernel[::-1, ::-1]`` (module docstring).
 
     Args:
       x: ``[batch, height, width, in_features]``.
@@ -83,6 +92,10 @@ class UpConv(nn.Module):
     ``UpConv(features, kernel_size=2, stride=2)`` is the U-Net up-convolution;
     ``UpConv(c, kernel_size=4, stride=2, use_bias=False, kernel_init=bilinear_upconv_init)``
     is FCN's learnable 2x upsampling.
+
+    Its ``kernel`` loads into PyTorch ``ConvTranspose2d`` / Caffe ``Deconvolution`` as
+    ``kernel.transpose(2, 3, 0, 1)`` unflipped, and into flax ``nn.ConvTranspose(features,
+    (k, k), strides=(s, s), padding="VALID")`` only flipped: ``kernel[::-1, ::-1]``.
     """
 
     features: int
