@@ -41,7 +41,10 @@ def cases(tfds_dir: str):
         isbi = dict(spec=data.get_spec("isbi2012"), size=(572, 572), margin=92, batch_size=4, data_dir=tfds_dir,
                     manual_dir=os.path.join(SHARED, "isbi2012"))  # fmt: skip
         yield "isbi2012 572x572", isbi
-        yield "isbi2012 572x572 + border weights", {**isbi, "weight_fn": weight_map.border_weight_map}
+        yield (
+            "isbi2012 572x572 + border weights",
+            {**isbi, "weight_fn": weight_map.border_weight_map},
+        )
     if os.path.isdir(os.path.join(SHARED, "camvid")):
         yield "camvid 352x480", dict(spec=data.get_spec("camvid"), size=(352, 480), batch_size=8, data_dir=tfds_dir,
                                      manual_dir=os.path.join(SHARED, "camvid"))  # fmt: skip

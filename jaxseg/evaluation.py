@@ -7,9 +7,11 @@ sliding windows otherwise, optional test-time augmentation), resized only if the
 ``resize_to``. Metrics come from one confusion matrix summed over the split (ignored pixels left
 out): the FCN paper's four metrics and per-class accuracy, IoU and Dice
 (``jaxseg.metrics.segmentation_metrics``). For ISBI 2012 membrane data it adds the challenge's
-V_rand and V_info (with split and merge parts) after boundary thinning and the pixel error, from
-the probability of class 1 (cell), at threshold 0.5 (``isbi``) and at the best thresholds
-(``isbi_best``), as ``jaxseg.isbi_metrics`` computes them.
+V_rand and V_info (with split and merge parts) after boundary thinning, the pixel
+misclassification rate and the F-score of cell pixels, from the probability of class 1 (cell),
+at threshold 0.5 (``isbi``) and at the best thresholds (``isbi_best``, which adds the
+challenge's "pixel error", 1 - the maximal F-score, as ``isbi_pixel_error``), as
+``jaxseg.isbi_metrics`` computes them.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def evaluate_split(
     split = split or default_split(trained)
     builder = data.get_builder(
         spec,
-        data_dir=data_dir or config.data_dir,
-        manual_dir=manual_dir or config.manual_dir,
+        data_dir=config.data_dir if data_dir is None else data_dir,
+        manual_dir=config.manual_dir if manual_dir is None else manual_dir,
     )
     source = data.DecodedSource(
         builder.as_data_source(split), spec, tuple(config.resize_to) or None

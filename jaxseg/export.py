@@ -9,7 +9,14 @@ images -> float in [0, 1] -> the model -> ``{'probabilities': float32 [batch, he
 num_classes], 'classes': int32 [batch, height, width]}``, outputs the size of the input. The
 trained variables are baked in as constants, so the file is self-contained (about the size of
 the parameters) and ``jaxseg.serving.load_exported`` runs it with jax and numpy only. The batch
-dimension is always symbolic. Height and width are
+dimension is always symbolic.
+
+A run trained on resized images (``config.resize_to``) is served as ``jaxseg.predict`` serves
+it: the images are resized to ``resize_to`` inside the function (bilinear, antialiased, in
+uint8 as Pillow does it in training: ``jaxseg.resize.resize_uint8``), the model sees that size
+(mirror-extended to a size it takes, as below) and the probabilities are resized back to the
+input's size (bilinear); the classes are their argmax. Height and width are then any sizes,
+symbolic unless given. Without ``resize_to``, height and width are
 
 * fixed (``height``/``width`` given): any size; the image is mirror-extended inside the function
   to a size the model takes (a valid-padding U-Net's margin on every side plus the rest at the
@@ -20,7 +27,7 @@ dimension is always symbolic. Height and width are
   valid-padding U-Net needs a fixed size.
 
 Next to the file goes a JSON sidecar (``sidecar_path``): class names, input dtype, channels and
-size, the dataset's ignore label (a stored label value; predictions never take it), the run and
+size, ``resize_to`` (null when the model sees the input's own size), the dataset's ignore label (a stored label value; predictions never take it), the run and
 checkpoint step. Exports target the current jax backend unless ``platforms`` names others
 (``('cpu', 'cuda')`` lowers for both; no device of that kind is needed to export). A TensorFlow
 SavedModel is not written: TensorFlow is not a dependency (``jax2tf`` could wrap the same
@@ -40,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jaxseg import inference
+from jaxseg import inference, resize
 from jaxseg.checkpoint import Trained, load_trained
 from jaxseg.models.sizes import unet_input_size_for_output, unet_output_size
 from jaxseg.serving import ExportedModel, load_exported, sidecar_path
@@ -63,24 +70,30 @@ def _padded_size(model, size: int) -> tuple[int, int]:
 def _serving_function(trained: Trained, height: int | None, width: int | None):
     """``uint8 [B, H, W, C] -> {'probabilities', 'classes'}`` with the variables closed over."""
     model, variables = trained.model, trained.variables
+    resize_to = tuple(trained.config.resize_to) or None
+    size = resize_to or (None if height is None else (height, width))  # What the model sees.
     gather = None
-    if height is not None:
-        (ph, margin), (pw, _) = _padded_size(model, height), _padded_size(model, width)
-        rows = inference._mirror(np.arange(ph) - margin, height)
-        cols = inference._mirror(np.arange(pw) - margin, width)
-        if (ph, pw) != (height, width):
+    if size is not None:
+        (ph, margin), (pw, _) = _padded_size(model, size[0]), _padded_size(model, size[1])
+        rows = inference._mirror(np.arange(ph) - margin, size[0])
+        cols = inference._mirror(np.arange(pw) - margin, size[1])
+        if (ph, pw) != size:
             gather = (rows.astype(np.int32), cols.astype(np.int32))
 
     def serve(images: jax.Array) -> dict[str, jax.Array]:
-        x = images.astype(jnp.float32) / 255.0
+        x = images if resize_to is None else resize.resize_uint8(images, resize_to)
+        x = x.astype(jnp.float32) / 255.0
         if gather is not None:  # Mirror-extend with constant indices, as inference does.
             x = jnp.take(jnp.take(x, gather[0], axis=1), gather[1], axis=2)
         logits = model.apply(variables, x, train=False).astype(jnp.float32)
-        if height is not None:
-            logits = logits[:, :height, :width]
+        if size is not None:
+            logits = logits[:, : size[0], : size[1]]
+        probabilities = jax.nn.softmax(logits, axis=-1)
+        if resize_to is not None:  # Scores back to the input's size, as jaxseg.predict.
+            probabilities = resize.resize_scores(probabilities, images.shape[1:3], jnp)
         return {
-            "probabilities": jax.nn.softmax(logits, axis=-1),
-            "classes": jnp.argmax(logits, axis=-1).astype(jnp.int32),
+            "probabilities": probabilities,
+            "classes": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
         }
 
     return serve
@@ -98,7 +111,7 @@ def export_model(
     Args:
       trained: from ``jaxseg.checkpoint.load_trained``.
       height, width: a fixed input size (both or neither); neither: symbolic, for models whose
-        output has the input's size.
+        output has the input's size, and for any model of a run trained with ``resize_to``.
       platforms: jax platforms to lower for (``'cpu'``, ``'cuda'``, ``'rocm'``, ``'tpu'``);
         ``None``: the current backend.
 
@@ -115,8 +128,11 @@ def export_model(
         raise ValueError(f"height and width must be positive; got {height}, {width}")
     mode, multiple, _ = inference.model_tiling(trained.model)
     channels = trained.spec.num_channels
+    resize_to = tuple(trained.config.resize_to) or None
+    if resize_to is not None:
+        multiple = 1  # Any input size: the model sees resize_to.
     if height is None:
-        if mode == "overlap_tile":
+        if mode == "overlap_tile" and resize_to is None:
             raise ValueError(
                 "a valid-padding U-Net's output is smaller than its input: export it for a fixed "
                 "size (height and width), which is mirror-extended inside the function"
@@ -151,6 +167,7 @@ def export_model(
             "size_multiple": None if height is not None else multiple,
             "value_range": [0, 255],
         },
+        "resize_to": None if resize_to is None else list(resize_to),
         "outputs": {
             "probabilities": "float32 [batch, height, width, num_classes]: softmax",
             "classes": "int32 [batch, height, width]: argmax class ids",
@@ -234,12 +251,15 @@ def _cli() -> None:
         size = metadata["input"]
         if size["height"] is None:
             m = size["size_multiple"]
-            shape = f"[batch, {m}*h, {m}*w, {size['channels']}]"
+            hw = "h, w" if m == 1 else f"{m}*h, {m}*w"
+            shape = f"[batch, {hw}, {size['channels']}]"
         else:
             shape = f"[batch, {size['height']}, {size['width']}, {size['channels']}]"
+        resized = metadata["resize_to"]
+        resized = f", resized to {resized[0]}x{resized[1]} inside" if resized else ""
         print(
-            f"exported step {metadata['step']} ({metadata['checkpoint']}) for uint8 {shape} on "
-            f"{','.join(metadata['platforms'])} -> {output.value} "
+            f"exported step {metadata['step']} ({metadata['checkpoint']}) for uint8 {shape}"
+            f"{resized} on {','.join(metadata['platforms'])} -> {output.value} "
             f"(+ {sidecar_path(output.value)})"
         )
         return 0

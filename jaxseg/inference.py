@@ -8,7 +8,17 @@
   (Depth-4 output tiles are 4 mod 16 pixels, 388 for 572: they step by 384, dropping 4 rows.)
 * ``'sliding_window'``, 'SAME' models: windows overlap by the fraction ``overlap`` and are
   blended with a Gaussian weight (sigma = window / 8 per axis, as nnU-Net) normalised by the
-  summed weights at every pixel.
+  summed weights at every pixel. Windows start at multiples of the step (itself a multiple of
+  ``alignment``), and the last one ends at the image border, as in nnU-Net and MMSegmentation:
+  it starts at ``size - window`` rounded up to ``alignment``, so it sees the pooling grid in
+  the phase the whole image does and reaches past the border by less than ``alignment`` pixels,
+  no more than predicting the whole image padded to the model's size multiple. An axis shorter
+  than a window gets one window of the axis rounded up to ``size_multiple`` (``for_model``: the
+  model's size factor), which is the whole-image prediction, as training's evaluation makes it;
+  without ``size_multiple`` it gets a full window, mirror-filled. A window side that lies on
+  the image border is no cut (the whole image has that border too): its weight stays at the
+  peak from the window's centre to that side, so near the border the window that ends there
+  outweighs one that merely stops close to it (an image just larger than a window).
 
 Tiles are gathered with mirrored indices (no padded copy), batched, sharded over
 ``Mesh(devices, ('data',))`` by one ``jax.jit`` and stitched on the host into a float32
@@ -60,24 +70,48 @@ class _Axis:
     starts: list[int]  # Image coordinates; outside [0, size) means mirrored.
     spans: list[tuple[int, int]]  # Output rows [a, b) of the image, from the tile's output row 0.
     weights: list[np.ndarray] | None  # Normalised blending weights over each span.
+    tile: int  # Input tile (window) size along this axis.
 
 
 def _overlap_tile_axis(size: int, tile: int, out: int, alignment: int) -> _Axis:
     step = out - out % alignment
     n = -(-max(size - out, 0) // step) + 1
     spans = [(i * step, size if i == n - 1 else (i + 1) * step) for i in range(n)]
-    return _Axis([a - (tile - out) // 2 for a, _ in spans], spans, None)
+    return _Axis([a - (tile - out) // 2 for a, _ in spans], spans, None, tile)
 
 
-def _sliding_axis(size: int, window: int, step: int) -> _Axis:
-    n = -(-max(size - window, 0) // step) + 1
-    spans = [(i * step, min(i * step + window, size)) for i in range(n)]
-    gauss = np.exp(-0.5 * ((np.arange(window) - (window - 1) / 2) / (window / 8)) ** 2)
+def _sliding_axis(
+    size: int, window: int, step: int, alignment: int = 1, size_multiple: int | None = None
+) -> _Axis:
+    """Windows at ``0, step, 2 * step, ...`` and a last one ending at the border (see the doc).
+
+    ``step`` should be a multiple of ``alignment``. The last window starts at ``size - window``
+    rounded up to ``alignment``; an axis no longer than ``window`` gets one window, of the axis
+    rounded up to ``size_multiple`` when given (never more than ``window``).
+    """
+    if size <= window:
+        if size_multiple:
+            window = min(window, -(-size // size_multiple) * size_multiple)
+        starts = [0]
+    else:
+        last = -(-(size - window) // alignment) * alignment
+        starts = list(range(0, last, step)) + [last]
+    spans = [(a, min(a + window, size)) for a in starts]
+    offset = np.arange(window) - (window - 1) / 2
+    gauss = np.exp(-0.5 * (offset / (window / 8)) ** 2)
+    profiles = []
+    for a, b in spans:  # A side at the image border is no cut: full weight up to the centre.
+        profile = gauss.copy()
+        if a == 0:
+            profile[offset < 0] = 1.0
+        if a + window >= size:
+            profile[offset > 0] = 1.0
+        profiles.append(profile[: b - a])
     total = np.zeros(size)
-    for a, b in spans:
-        total[a:b] += gauss[: b - a]
-    weights = [(gauss[: b - a] / total[a:b]).astype(np.float32) for a, b in spans]
-    return _Axis([a for a, _ in spans], spans, weights)
+    for (a, b), profile in zip(spans, profiles):
+        total[a:b] += profile
+    weights = [(p / total[a:b]).astype(np.float32) for (a, b), p in zip(spans, profiles)]
+    return _Axis(starts, spans, weights, window)
 
 
 def _mirror(index: np.ndarray, size: int) -> np.ndarray:
@@ -106,6 +140,10 @@ class Predictor:
       overlap: for ``sliding_window``, the fraction in ``[0, 1)`` of a window its next shares.
       alignment: tiles start at multiples of this; the model's downsampling factor
         (``2**depth`` for a U-Net) makes every tile see the pooling grid in the same phase.
+      size_multiple: for ``sliding_window``, the sizes the model takes are multiples of this:
+        an image side shorter than the window gets a window of that side rounded up to it
+        (the whole-image prediction) instead of a full, mirror-filled window. ``None``: windows
+        always have ``tile_size`` (for models that take that size only).
       tta: test-time augmentation: ``None``, ``True`` (all 8 dihedral transforms), a
         ``TTA_PRESETS`` name, or a sequence of ``(quarter_turns, flip)`` pairs.
       output: ``'probabilities'`` (softmax, blended and averaged) or ``'logits'`` (blended and
@@ -126,6 +164,7 @@ class Predictor:
         tile_batch_size: int = 8,
         overlap: float = 0.5,
         alignment: int = 1,
+        size_multiple: int | None = None,
         tta: bool | str | Sequence[Transform] | None = None,
         output: str = "probabilities",
         devices: Sequence[jax.Device] | None = None,
@@ -137,10 +176,14 @@ class Predictor:
             raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1); got {overlap}")
-        for name, value in (("tile_batch_size", tile_batch_size), ("alignment", alignment)):
+        positive = [("tile_batch_size", tile_batch_size), ("alignment", alignment)]
+        if size_multiple is not None:
+            positive.append(("size_multiple", size_multiple))
+        for name, value in positive:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         self.mode, self.output, self.overlap, self.alignment = mode, output, overlap, alignment
+        self.size_multiple = size_multiple
         self.tile_size = _pair(tile_size)
         self.tta = _parse_tta(tta)
         self.devices = list(devices) if devices is not None else jax.devices()
@@ -180,11 +223,13 @@ class Predictor:
         (oh, ow, _), (th, tw) = self.output_tile_shape(shape[2]), self.tile_size
         return len(self._axis(shape[0], th, oh).spans), len(self._axis(shape[1], tw, ow).spans)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, *, divide_by: float | None = None) -> np.ndarray:
         """Predicts one image.
 
         Args:
           image: ``[height, width, channels]``, any real dtype (given to the model as float32).
+          divide_by: divide the pixels by this on the way to the model (``255.0`` for uint8
+            images), tile by tile, so that no float copy of a large image is ever made.
 
         Returns:
           float32 ``[height, width, num_classes]`` probabilities or logits.
@@ -195,7 +240,7 @@ class Predictor:
         oh, ow, k = self.output_tile_shape(image.shape[-1])
         out = np.zeros((*image.shape[:2], k), np.float32)
         for t in self.tta:
-            self._predict_into(_transform(image, t), _transform(out, t), (oh, ow))
+            self._predict_into(_transform(image, t), _transform(out, t), (oh, ow), divide_by)
         if len(self.tta) > 1:
             out /= len(self.tta)
         return out
@@ -204,12 +249,16 @@ class Predictor:
         if self.mode == "overlap_tile":
             return _overlap_tile_axis(size, tile, out, self.alignment)
         step = int(tile * (1 - self.overlap)) // self.alignment * self.alignment
-        return _sliding_axis(size, tile, max(step, self.alignment))
+        return _sliding_axis(size, tile, max(step, self.alignment), self.alignment,
+                             self.size_multiple)  # fmt: skip
 
-    def _predict_into(self, image: np.ndarray, out: np.ndarray, out_tile: tuple[int, int]):
+    def _predict_into(
+        self, image: np.ndarray, out: np.ndarray, out_tile: tuple[int, int], divide_by=None
+    ):
         """Adds the prediction of ``image [H, W, C]`` into ``out [H, W, K]`` (may be a view)."""
         (h, w, c), (th, tw) = image.shape, self.tile_size
         ay, ax = self._axis(h, th, out_tile[0]), self._axis(w, tw, out_tile[1])
+        th, tw = ay.tile, ax.tile  # Sliding windows shrink on a side shorter than a window.
         rows = [_mirror(np.arange(s, s + th), h) for s in ay.starts]
         cols = [_mirror(np.arange(s, s + tw), w) for s in ax.starts]
         tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
@@ -221,6 +270,8 @@ class Predictor:
             x = np.zeros((batch, th, tw, c), np.float32)  # Zero tiles pad the last batch.
             for n, (i, j) in enumerate(chunk):
                 x[n] = image[np.ix_(rows[i], cols[j])]
+            if divide_by is not None:
+                x /= np.float32(divide_by)  # As dividing the whole image, tile by tile.
             # Dispatch is asynchronous: the previous batch is stitched while this one runs.
             y = self._fn(self._variables, jax.device_put(x, self._sharding))
             if pending is not None:
@@ -294,7 +345,9 @@ def for_model(
     """A ``Predictor`` for a jaxseg model, with the mode, alignment and tile size it needs.
 
     Valid-padding U-Nets get overlap-tile (default tile: the input of a 256-pixel output tile),
-    the others sliding windows (default 256, a multiple of every model's size factor).
+    the others sliding windows (default 256, a multiple of every model's size factor) that
+    shrink to an image side shorter than a window, rounded up to the size factor (one compiled
+    shape per such size).
 
     Args:
       model: a ``UNet``, ``SimpleUNet``, ``SimpleFCN`` or ``FCN``.
@@ -314,4 +367,6 @@ def for_model(
     else:
         check_divisible(f"{type(model).__name__} tile_size", tile, multiple)
     kwargs.update(mode=mode, tile_size=tile, alignment=alignment, variables=variables)
+    if mode == "sliding_window":
+        kwargs.setdefault("size_multiple", multiple)
     return Predictor(model.apply, **kwargs)

@@ -4,9 +4,11 @@
 
 Writes ``<name>.png`` (class ids), ``<name>_overlay.png`` and, with ``--probabilities``,
 ``<name>_probabilities.npy`` per image (per page of a multi-page TIFF: ``<stem>_pNN``). Folders
-are read non-recursively. Exit status: 0 when every input was predicted, 1 when any input could
-not be read (each is named on stderr; the others are still predicted), 2 when the run cannot be
-loaded or the options do not fit the model (e.g. a tile size it cannot take).
+are read non-recursively. An image with more than ``--max_image_pixels`` pixels (Pillow's
+decompression-bomb limit by default; 0 = none) is named and skipped like an unreadable file.
+Exit status: 0 when every input was predicted, 1 when any input could not be read (each is
+named on stderr; the others are still predicted), 2 when the run cannot be loaded or the
+options do not fit the model (e.g. a tile size it cannot take).
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ _TILE_SIZE = flags.DEFINE_integer(
     "tile_size", None, "Input tile size (default: jaxseg.inference.for_model's)."
 )
 _TILE_BATCH_SIZE = flags.DEFINE_integer("tile_batch_size", 8, "Tiles per device call.")
+_MAX_IMAGE_PIXELS = flags.DEFINE_integer(
+    "max_image_pixels",
+    178_956_970,  # jaxseg.data.files.MAX_IMAGE_PIXELS (not imported before flag parsing).
+    "Images (pages) with more pixels are named and skipped, a guard against decompression "
+    "bombs; the default is Pillow's limit (about 13379x13379). Raise it on purpose for a large "
+    "scan (e.g. 300000000 for 16k x 16k); 0 = no limit.",
+    lower_bound=0,
+)
 
 
 def main(argv) -> int:
@@ -55,6 +65,7 @@ def main(argv) -> int:
             tile_batch_size=_TILE_BATCH_SIZE.value,
             probabilities=_PROBABILITIES.value,
             probabilities_dtype=_PROBABILITIES_DTYPE.value,
+            max_image_pixels=_MAX_IMAGE_PIXELS.value,
         )
     except (FileNotFoundError, ValueError) as e:  # Per-file errors are in the report instead.
         print(f"error: {e}", file=sys.stderr)

@@ -20,8 +20,13 @@ with name ``<name>`` the output folder gets:
 * with ``probabilities=True``, ``<name>_probabilities.npy``: ``[H, W, num_classes]`` class
   probabilities (float32, or float16 to halve the size), after test-time augmentation.
 
-An input that cannot be read, or whose outputs would overwrite an input or an earlier output,
-is reported and skipped; the others still run.
+An input that cannot be read, that is larger than ``max_image_pixels`` (a decompression-bomb
+guard, Pillow's limit by default; raise it on purpose for a large scan), or whose outputs would
+overwrite an input or an earlier output, is reported and skipped; the others still run.
+
+Memory for a large image: the decoded uint8 image, the float32 ``[H, W, num_classes]`` scores
+and the mask; tiles are converted to float one batch at a time, and the mask and overlay are
+made in bands of rows. The pages of a multi-page TIFF are decoded one at a time.
 """
 
 from __future__ import annotations
@@ -29,17 +34,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import jax
 import numpy as np
 from PIL import Image
 
-from jaxseg import inference, visualize
+from jaxseg import inference, resize, visualize
 from jaxseg.checkpoint import Trained
 from jaxseg.data import files
 
 PROBABILITY_DTYPES = ("float32", "float16")
+_BAND = 256  # Rows per band when making masks and overlays of large images.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,20 +88,30 @@ def expand_inputs(paths: Sequence[str]) -> list[str]:
     return expanded
 
 
-def read_input(path: str, channels: int) -> list[tuple[str, np.ndarray]]:
-    """``(name, uint8 [H, W, channels])`` for each page of an image file.
+def iter_input(
+    path: str, channels: int, *, max_pixels: int | None = files.MAX_IMAGE_PIXELS
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, uint8 [H, W, channels])`` for each page of an image file, decoded one at a time.
 
     Raises:
-      ValueError: the file does not exist or cannot be read as an image.
+      ValueError: the file does not exist, cannot be read as an image or is larger than
+        ``max_pixels`` (0 or None: no limit); at once for the file or its first page, from the
+        iterator for a later page.
     """
     if not os.path.isfile(path):
         raise ValueError(f"no such file {path!r}")
-    pages = files.read_image_pages(path, channels)
+    count, pages = files.open_image_pages(path, channels, max_pixels=max_pixels)
     stem = os.path.splitext(os.path.basename(path))[0]
-    if len(pages) == 1:
-        return [(stem, pages[0])]
-    width = max(2, len(str(len(pages) - 1)))
-    return [(f"{stem}_p{i:0{width}d}", page) for i, page in enumerate(pages)]
+    width = max(2, len(str(count - 1)))
+    names = [stem] if count == 1 else [f"{stem}_p{i:0{width}d}" for i in range(count)]
+    return zip(names, pages)
+
+
+def read_input(
+    path: str, channels: int, *, max_pixels: int | None = files.MAX_IMAGE_PIXELS
+) -> list[tuple[str, np.ndarray]]:
+    """Every ``(name, page)`` of ``iter_input`` in a list."""
+    return list(iter_input(path, channels, max_pixels=max_pixels))
 
 
 def predict_image(
@@ -104,8 +119,12 @@ def predict_image(
 ) -> np.ndarray:
     """Predicts a ``uint8 [H, W, C]`` image (scaled to [0, 1] as in training).
 
+    ``predictor`` is a ``jaxseg.inference.Predictor``, or any callable taking float32
+    ``[H, W, C]`` in [0, 1] and returning ``[H, W, K]`` scores.
+
     With ``resize_to`` (a run trained on resized images, ``config.resize_to``), the image is
-    resized to it as in training and the scores are resized back (bilinearly) to ``H x W``.
+    resized to it as in training (Pillow, bilinear) and the scores are resized back (bilinear,
+    ``jaxseg.resize.resize_scores``, on the host) to ``H x W``.
 
     Returns:
       float32 ``[H, W, num_classes]``: what the predictor outputs (probabilities by default).
@@ -113,17 +132,27 @@ def predict_image(
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"predict_image takes uint8 images; got {image.dtype}")
-    if not resize_to or tuple(resize_to) == image.shape[:2]:
-        return predictor(image.astype(np.float32) / 255.0)
-    scores = predictor(files.resize(image, resize_to, Image.BILINEAR).astype(np.float32) / 255.0)
-    shape = (*image.shape[:2], scores.shape[-1])
-    return np.asarray(jax.image.resize(scores, shape, "linear"), np.float32)
+    if resize_to and tuple(resize_to) != image.shape[:2]:
+        scores = _scaled(predictor, files.resize(image, resize_to, Image.BILINEAR))
+        return resize.resize_scores(scores, image.shape[:2])
+    return _scaled(predictor, image)
+
+
+def _scaled(predictor, image: np.ndarray) -> np.ndarray:
+    """The predictor on ``image / 255``: a ``Predictor`` scales tile by tile (no float copy of
+    the image), any other callable gets the scaled image."""
+    if isinstance(predictor, inference.Predictor):
+        return predictor(image, divide_by=255.0)
+    return predictor(image.astype(np.float32) / 255.0)
 
 
 def class_mask(probabilities: np.ndarray) -> np.ndarray:
     """``[H, W, K]`` scores -> ``[H, W]`` class ids (uint8, or uint16 beyond 256 classes)."""
     dtype = np.uint8 if probabilities.shape[-1] <= 256 else np.uint16
-    return np.argmax(probabilities, axis=-1).astype(dtype)
+    mask = np.empty(probabilities.shape[:-1], dtype)
+    for top in range(0, mask.shape[0], _BAND):  # In bands: no int64 [H, W] array.
+        mask[top : top + _BAND] = np.argmax(probabilities[top : top + _BAND], axis=-1)
+    return mask
 
 
 def output_paths(output_dir: str, name: str, probabilities: bool) -> tuple[str, ...]:
@@ -154,10 +183,15 @@ def write_prediction(
     """
     mask = class_mask(probabilities)
     Image.fromarray(mask).save(paths[0])
-    shown = visualize.overlay(image.astype(np.float32) / 255.0, mask, probabilities.shape[-1])
+    shown = np.empty((*mask.shape, 3), np.uint8)
+    for top in range(0, mask.shape[0], _BAND):  # In bands: the float images stay small.
+        band = slice(top, top + _BAND)
+        shown[band] = visualize.overlay(
+            image[band].astype(np.float32) / 255.0, mask[band], probabilities.shape[-1]
+        )
     Image.fromarray(shown).save(paths[1])
     if len(paths) > 2:
-        np.save(paths[2], probabilities.astype(probabilities_dtype))
+        np.save(paths[2], probabilities.astype(probabilities_dtype, copy=False))
 
 
 def predict_files(
@@ -170,6 +204,7 @@ def predict_files(
     tile_batch_size: int = 8,
     probabilities: bool = False,
     probabilities_dtype: str = "float32",
+    max_image_pixels: int | None = files.MAX_IMAGE_PIXELS,
     verbose: bool = True,
 ) -> Report:
     """Predicts image files and folders with one ``Predictor`` (compiled tile batches reused).
@@ -183,6 +218,8 @@ def predict_files(
       tile_batch_size: tiles per device call (device memory grows with it, not image size).
       probabilities: also write ``<name>_probabilities.npy``.
       probabilities_dtype: ``'float32'`` or ``'float16'``.
+      max_image_pixels: an image (page) with more pixels is reported and skipped; 0 or
+        ``None``: no limit. The default is Pillow's decompression-bomb limit.
       verbose: print a line per image to stdout and failures to stderr as they happen.
 
     Returns:
@@ -201,13 +238,21 @@ def predict_files(
         if verbose:
             print(f"error: {path}: {reason}", file=sys.stderr)
 
-    for source in sources:
+    def pages_of(source: str) -> Iterator[tuple[str, np.ndarray]]:
+        """The pages of a file; a file or page that cannot be read is reported, the rest go on."""
         try:
-            pages = read_input(source, trained.spec.num_channels)
+            pages = iter_input(source, trained.spec.num_channels, max_pixels=max_image_pixels)
+            while True:
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    return
+                yield page
         except (OSError, ValueError) as e:
             fail(source, str(e))
-            continue
-        for name, image in pages:
+
+    for source in sources:
+        for name, image in pages_of(source):
             paths = output_paths(output_dir, name, probabilities)
             clash = next((p for p in paths if os.path.abspath(p) in protected), None)
             if name in used:

@@ -14,6 +14,8 @@ submodules lazily), so a serving process needs only ``jax`` (with ``flatbuffers`
 
 The artifact is the serialized ``jax.export.Exported`` of the whole inference function, the
 trained variables baked in as constants; the JSON sidecar says what it expects and returns.
+For a run trained on resized images the function resizes inside (the sidecar's ``resize_to``):
+give it images at their own size, as to ``jaxseg.predict``.
 """
 
 from __future__ import annotations

@@ -72,12 +72,14 @@ def test_isbi_scores_for_membrane_data_through_overlap_tile(isbi_run):
     assert result["num_images"] == 2 and result["num_pixels"] == 2 * 64 * 64
     cells, truth = np.stack([p[..., 1] for p in probabilities]), np.stack(labels)
     want = isbi_metrics.isbi_scores(cells, truth)
-    assert set(want) == {"pixel_error", "v_rand", "v_rand_split", "v_rand_merge", "v_info",
-                         "v_info_split", "v_info_merge"}  # fmt: skip
+    assert set(want) == {"pixel_misclassification", "pixel_fscore", "v_rand", "v_rand_split",
+                         "v_rand_merge", "v_info", "v_info_split", "v_info_merge"}  # fmt: skip
     assert result["isbi"] == pytest.approx(want)
     assert result["isbi_best"] == pytest.approx(isbi_metrics.best_isbi_scores(cells, truth))
     # Cell probability > 0.5 is the argmax of two classes.
-    assert result["isbi"]["pixel_error"] == pytest.approx(1 - result["pixel_accuracy"], abs=1e-4)
+    misclassified = result["isbi"]["pixel_misclassification"]
+    assert misclassified == pytest.approx(1 - result["pixel_accuracy"], abs=1e-4)
+    assert result["isbi_best"]["isbi_pixel_error"] == 1 - result["isbi_best"]["pixel_fscore"]
 
 
 def test_evaluate_cli_writes_the_metrics_json(same_run):

@@ -10,10 +10,11 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from trained_run import ROOT, isbi_run, same_run, subprocess_env
+from trained_run import RESIZE_TO, ROOT, isbi_run, resized_run, same_run, subprocess_env
 
-from jaxseg import inference
+from jaxseg import inference, prediction
 from jaxseg.checkpoint import load_trained
+from jaxseg.data import synthetic
 from jaxseg.export import export_model, save_exported
 from jaxseg.serving import load_exported
 
@@ -124,3 +125,36 @@ def test_cli_export_runs_in_a_fresh_process_without_training_code(same_run, tmp_
         want = model_probabilities(trained, x)
         np.testing.assert_allclose(outputs[f"{key}_probabilities"], want, atol=1e-5)
         check_classes(outputs[f"{key}_classes"], want)
+
+
+def test_resized_run_export_resizes_like_predict(resized_run, tmp_path):
+    # Issue 8 item 3: a run trained on images resized to 42x54 is served as jaxseg.predict
+    # serves it: resized in, the model at 42x54 (padded to 44x56), probabilities resized back.
+    trained = load_trained(resized_run)
+    assert tuple(trained.config.resize_to) == RESIZE_TO
+    exported, metadata = export_model(trained)
+    assert metadata["resize_to"] == list(RESIZE_TO)
+    assert metadata["input"]["size_multiple"] == 1  # Any size: the model sees 42x54.
+    save_exported(str(tmp_path / "resized.jax"), exported, metadata)
+    assert json.loads((tmp_path / "resized.json").read_text())["resize_to"] == list(RESIZE_TO)
+    model = load_exported(str(tmp_path / "resized.jax"))
+    predictor = trained.predictor()
+    for height, width in ((96, 96), (37, 45), (121, 70)):
+        x = np.stack([smooth_image(height, width, seed) for seed in (1, 2)])
+        out = model(x)
+        assert out["probabilities"].shape == (2, height, width, 5)
+        want = np.stack([prediction.predict_image(predictor, image, RESIZE_TO) for image in x])
+        # The resize in is Pillow's arithmetic in jax: a pixel may differ by one level.
+        np.testing.assert_allclose(out["probabilities"], want, atol=5e-3)
+        assert np.abs(out["probabilities"] - want).mean() < 1e-4
+        assert (out["classes"] == want.argmax(-1)).mean() > 0.995
+        if (height, width) == (37, 45):
+            fixed, _ = export_model(trained, height=height, width=width)
+            fixed_out = jax.jit(fixed.call)(x)
+            np.testing.assert_allclose(fixed_out["probabilities"], out["probabilities"], atol=1e-5)
+
+
+def smooth_image(height, width, seed):
+    """A photo-like uint8 RGB image (synthetic shapes), so that resizing is not all noise."""
+    image, _ = synthetic.make_example(0, seed, size=max(height, width))
+    return image[:height, :width]

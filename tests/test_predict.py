@@ -16,6 +16,7 @@ from trained_run import ROOT, isbi_run, same_run, subprocess_env
 
 from jaxseg import checkpoint, inference, prediction, summary, trainer
 from jaxseg.checkpoint import load_trained
+from jaxseg.data import files
 
 RNG = np.random.default_rng(0)
 
@@ -171,6 +172,7 @@ def test_best_and_latest_checkpoints_and_the_cli(same_run, tmp_path):
     Image.fromarray(gray(37, 45)).save(inputs / "gray.png")
     Image.fromarray(RNG.integers(0, 256, (50, 33, 4), dtype=np.uint8)).save(inputs / "rgba.png")
     (inputs / "broken.png").write_bytes(b"not an image")
+    forged_png(inputs / "bomb.png")  # Claims 100000x100000 pixels.
     best_masks = prediction.predict_files(
         best, [str(inputs / "gray.png")], str(tmp_path / "best"), tile_size=32, verbose=False
     )
@@ -179,11 +181,14 @@ def test_best_and_latest_checkpoints_and_the_cli(same_run, tmp_path):
 
     cmd = [sys.executable, "-m", "jaxseg.predict", "--workdir", str(run), "--latest",
            "--input", str(inputs / "gray.png"), str(inputs / "broken.png"), str(inputs / "rgba.png"),
+           str(inputs / "bomb.png"),
            "--output", str(tmp_path / "out"), "--probabilities", "--tta", "flips",
            "--tile_size", "32"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "broken.png" in proc.stderr and "latest checkpoint, step 100" in proc.stdout
+    assert "bomb.png" in proc.stderr and "--max_image_pixels" in proc.stderr
+    assert "Traceback" not in proc.stderr
     for name, shape in (("gray", (37, 45)), ("rgba", (50, 33))):
         mask = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
         assert mask.shape == shape and (mask == 4).all()  # The biased latest checkpoint.
@@ -208,3 +213,58 @@ def test_predict_image_resizes_like_training_and_back():
     np.testing.assert_allclose(
         prediction.predict_image(predictor, image), predictor(image / 255.0), atol=1e-6
     )
+
+
+def forged_png(path, width=100_000, height=100_000):
+    """A real 8x8 PNG whose IHDR (CRC fixed) claims ``width`` x ``height``."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(gray(8, 8)).save(buffer, format="PNG")
+    png = bytearray(buffer.getvalue())
+    assert png[12:16] == b"IHDR"
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    path.write_bytes(bytes(png))
+
+
+def test_an_oversized_image_is_named_and_the_others_predicted(same_run, tmp_path, monkeypatch):
+    # Issue 8 item 12: a PNG claiming 100000x100000 raised DecompressionBombError and stopped
+    # every prediction. It is now refused like an unreadable file, before anything is decoded.
+    trained = load_trained(same_run)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(gray(37, 45)).save(inputs / "a.png")
+    forged_png(inputs / "bomb.png")
+    Image.fromarray(gray(20, 30)).save(inputs / "c.png")
+    (inputs / "empty.png").write_bytes(b"")
+    report = prediction.predict_files(trained, [str(inputs)], str(tmp_path / "out"),
+                                      tile_size=32, verbose=False)  # fmt: skip
+    assert sorted(w.name for w in report.written) == ["a", "c"]
+    failed = dict((os.path.basename(p), reason) for p, reason in report.failed)
+    assert sorted(failed) == ["bomb.png", "empty.png"]
+    assert (
+        "100000x100000 = 10,000,000,000 pixels, over the limit of 178,956,970" in failed["bomb.png"]
+    )
+    assert "--max_image_pixels" in failed["bomb.png"]
+    with pytest.raises(ValueError, match="over the limit"):
+        files.read_image(inputs / "bomb.png", 1)
+    with pytest.raises(ValueError, match="over the limit"):
+        files.read_mask(inputs / "bomb.png")
+
+    # The limit is the caller's: 1000 pixels refuses a.png (1665), 0 lifts it for real images.
+    small = prediction.predict_files(trained, [str(inputs / "a.png"), str(inputs / "c.png")],
+                                     str(tmp_path / "small"), tile_size=32, verbose=False,
+                                     max_image_pixels=1000)  # fmt: skip
+    assert [w.name for w in small.written] == ["c"]
+    assert "37 = 1,665 pixels, over the limit of 1,000" in small.failed[0][1]
+    assert files.read_image(inputs / "a.png", 1, max_pixels=0).shape == (37, 45, 1)
+    # Pillow's own check is off while jaxseg reads, so that the limit asked for is the one that
+    # holds (here Pillow's would refuse anything over 2 x 100 pixels).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert files.read_image(inputs / "a.png", 1, max_pixels=2000).shape == (37, 45, 1)
+    with pytest.raises(ValueError, match="over the limit of 1,000"):
+        files.read_image(inputs / "a.png", 1, max_pixels=1000)
+    assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's setting is left as it was.

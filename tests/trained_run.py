@@ -8,7 +8,9 @@ trained once per test process, whichever module asks first, and must not be chan
   5 classes, RGB, 8 steps with evaluations (and best-checkpoint scores) at steps 4 and 8;
 * ``isbi_run``: a valid-padding U-Net (depth 2) on ``isbi2012`` read from slices written here
   (64x64 Voronoi cells with membranes, in the dataset's ``image_NN.png`` + ``label_NN.png``
-  layout), 2 classes, grayscale, so the ISBI metrics path runs without the real data.
+  layout), 2 classes, grayscale, so the ISBI metrics path runs without the real data;
+* ``resized_run``: ``same_run``'s set-up trained on images resized to ``RESIZE_TO`` (42x54, not
+  a multiple of the model's 4: evaluation pads them to 44x56).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from jaxseg import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISBI_SLICES = 8  # train[:6] trains, train[6:] evaluates.
+RESIZE_TO = (42, 54)
 _RUNS: dict[str, str] = {}
 
 
@@ -111,6 +114,16 @@ def isbi_run(tmp_path_factory) -> str:
         )
 
     return _run("isbi", tmp_path_factory, make_config)
+
+
+@pytest.fixture(scope="session")
+def resized_run(tmp_path_factory, same_run) -> str:
+    data_dir = os.path.join(os.path.dirname(same_run), "tfds")  # Prepared once, for both.
+
+    def make_config(root):
+        return tiny_config(data_dir=data_dir, resize_to=RESIZE_TO, eval_size=(44, 56))
+
+    return _run("resized", tmp_path_factory, make_config)
 
 
 def subprocess_env() -> dict[str, str]:
