@@ -26,7 +26,19 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from jaxseg import augment, checkpoint, data, losses, metrics, models, parallel, summary, visualize
+from jaxseg import (
+    augment,
+    checkpoint,
+    data,
+    errors,
+    losses,
+    metrics,
+    models,
+    parallel,
+    summary,
+    visualize,
+    workdir_lock,
+)
 from jaxseg.data import weight_map
 from jaxseg.models.layers import center_crop
 
@@ -98,17 +110,14 @@ def resolve(config: ml_collections.ConfigDict) -> Setup:
     model = models.create(
         config.model, spec.num_classes, dtype=DTYPES[config.dtype], **config.model_kwargs.to_dict()
     )
-    input_size, eval_size = tuple(config.input_size), tuple(config.eval_size)
-    if getattr(model, "padding", "SAME") == "VALID":
-        models.check_unet_input(input_size, model.depth, "VALID")
-        # A valid U-Net loses the same margin at every valid input size (92 px at depth 4).
-        margin = (input_size[0] - models.unet_output_size(input_size[0], model.depth)) // 2
-        eval_input = tuple(models.unet_input_size_for_output(s, model.depth) for s in eval_size)
-    else:
-        margin, eval_input = 0, eval_size
-    for size in (input_size, eval_input):  # Let the model refuse sizes it cannot take.
-        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size, spec.num_channels)))
-    return Setup(spec, model, input_size, eval_input, margin)
+    geometry = model.geometry()
+    input_size = tuple(config.input_size)
+    geometry.check_input(input_size)
+    eval_input = tuple(config.eval_size)
+    if geometry.valid_padding:  # Evaluation images are whole: the input covers them.
+        eval_input = tuple(geometry.input_size_for_output(s) for s in eval_input)
+    geometry.check_input(eval_input)
+    return Setup(spec, model, input_size, eval_input, geometry.margin)
 
 
 def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -418,14 +427,29 @@ def _sample_images(samples: dict, num_classes: int) -> np.ndarray:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains and evaluates as the config says, resuming from ``workdir`` if it holds a checkpoint.
 
+    One run at a time: the workdir is locked (``jaxseg.workdir_lock``) while it trains. A damaged
+    latest checkpoint is named, moved aside, and the newest good one resumed from (state and data
+    iterator from the same one).
+
     Returns:
       The last evaluation's metrics.
+
+    Raises:
+      UserError: a bad config value, missing data, a batch that does not split over the
+        devices, a workdir in use, a checkpoint that does not match the model or none that can
+        be read. Nothing is left in ``workdir`` by these (a lock file is removed again).
     """
-    setup = resolve(config)
-    mesh = parallel.data_mesh()
+    with errors.as_user_errors(ValueError):  # resolve's checks, and those of data and models.
+        setup = resolve(config)
+        mesh = parallel.data_mesh()
+        parallel.check_batch_size(config.batch_size, mesh, "batch_size")
+        parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    with workdir_lock.hold(workdir):
+        return _train_and_evaluate(config, workdir, setup, mesh)
+
+
+def _train_and_evaluate(config, workdir: str, setup: Setup, mesh) -> dict:
     replicated, batch_sharding = parallel.shardings(mesh)
-    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
-    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if setup.spec.license_note:
         print(f"Dataset {setup.spec.name}: {setup.spec.license_note}")
 
@@ -446,14 +470,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         out_shardings=(replicated, replicated),
     )
 
-    train_loader, eval_loader = _loaders(config, setup)
-    train_iter = iter(train_loader)
-    eval_split = config.eval_split or setup.spec.eval_split
-    num_eval_examples = len(
-        data.get_builder(setup.spec, data_dir=config.data_dir).as_data_source(eval_split)
-    )
+    with errors.as_user_errors(ValueError, FileNotFoundError):  # Missing or unfit data.
+        train_loader, eval_loader = _loaders(config, setup)
+        train_iter = iter(train_loader)
+        eval_split = config.eval_split or setup.spec.eval_split
+        num_eval_examples = len(
+            data.get_builder(setup.spec, data_dir=config.data_dir).as_data_source(eval_split)
+        )
     if num_eval_examples < jax.process_count():
-        raise ValueError(
+        raise errors.UserError(
             f"evaluation split {eval_split!r} has {num_eval_examples} examples, fewer than the "
             f"{jax.process_count()} processes: every host needs at least one"
         )
@@ -461,12 +486,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         num_eval_examples, config.eval_batch_size // jax.process_count()
     )
 
-    manager = checkpoint.create_manager(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
-    writer = summary.SummaryWriter(workdir)
-    start = manager.latest_step() or 0
+    # The newest checkpoint that restores (a damaged one is named and moved aside).
+    manager, start, state = checkpoint.resume(
+        os.path.join(workdir, checkpoint.CHECKPOINT_DIR), state, train_iter
+    )
+    start = start or 0
     if start:
-        state = checkpoint.restore(manager, start, state, train_iter)
         print(f"Resumed from step {start} in {workdir}")
+    writer = summary.SummaryWriter(workdir)
     writer.write_config(workdir, config)
 
     last_eval: dict = {}
