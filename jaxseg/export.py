@@ -49,7 +49,6 @@ from absl import app, flags, logging
 
 from jaxseg import inference, resize
 from jaxseg.checkpoint import Trained, load_trained
-from jaxseg.models.sizes import unet_input_size_for_output, unet_output_size
 from jaxseg.serving import ExportedModel, load_exported, sidecar_path
 
 FORMAT = "jaxseg.export"
@@ -60,11 +59,8 @@ __all__ = ["ExportedModel", "export_model", "export_run", "load_exported", "save
 
 def _padded_size(model, size: int) -> tuple[int, int]:
     """``(model input size, margin)`` covering an image axis of ``size`` pixels."""
-    mode, multiple, _ = inference.model_tiling(model)
-    if mode == "overlap_tile":
-        padded = unet_input_size_for_output(size, model.depth)
-        return padded, (padded - unet_output_size(padded, model.depth)) // 2
-    return -(-size // multiple) * multiple, 0
+    geometry = model.geometry()
+    return geometry.input_size_for_output(size), geometry.margin
 
 
 def _serving_function(trained: Trained, height: int | None, width: int | None):
@@ -126,13 +122,14 @@ def export_model(
         raise ValueError("give both height and width, or neither (symbolic size)")
     if height is not None and (height < 1 or width < 1):
         raise ValueError(f"height and width must be positive; got {height}, {width}")
-    mode, multiple, _ = inference.model_tiling(trained.model)
+    geometry = trained.model.geometry()
+    multiple = geometry.size_multiple
     channels = trained.spec.num_channels
     resize_to = tuple(trained.config.resize_to) or None
     if resize_to is not None:
         multiple = 1  # Any input size: the model sees resize_to.
     if height is None:
-        if mode == "overlap_tile" and resize_to is None:
+        if geometry.valid_padding and resize_to is None:
             raise ValueError(
                 "a valid-padding U-Net's output is smaller than its input: export it for a fixed "
                 "size (height and width), which is mirror-extended inside the function"

@@ -40,8 +40,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxseg.models import FCN, SimpleFCN, SimpleUNet, UNet
-from jaxseg.models.sizes import check_divisible, check_unet_input, unet_input_size_for_output
+from jaxseg.models.sizes import unet_input_size_for_output
 
 MODES = ("overlap_tile", "sliding_window")
 OUTPUTS = ("probabilities", "logits")
@@ -321,24 +320,6 @@ def predict(apply_fn: Callable[..., jax.Array], image: np.ndarray, **kwargs) -> 
     return Predictor(apply_fn, **kwargs)(image)
 
 
-def model_tiling(model: nn.Module) -> tuple[str, int, int]:
-    """``(mode, tile size multiple, alignment)`` for a jaxseg model.
-
-    Raises:
-      ValueError: for a model this module does not know (use ``Predictor`` directly).
-    """
-    if isinstance(model, UNet):
-        factor = 2**model.depth
-        valid = model.padding == "VALID"
-        return ("overlap_tile", 1, factor) if valid else ("sliding_window", factor, factor)
-    if isinstance(model, (SimpleUNet, SimpleFCN)):
-        factor = 8 if isinstance(model, SimpleUNet) else 4
-        return "sliding_window", factor, factor
-    if isinstance(model, FCN):
-        return "sliding_window", 1, 32  # Any size works; VGG16 pools five times.
-    raise ValueError(f"no tiling known for {type(model).__name__}; use Predictor with a mode")
-
-
 def for_model(
     model: nn.Module, variables, *, tile_size: int | Sequence[int] | None = None, **kwargs
 ) -> Predictor:
@@ -350,23 +331,20 @@ def for_model(
     shape per such size).
 
     Args:
-      model: a ``UNet``, ``SimpleUNet``, ``SimpleFCN`` or ``FCN``.
+      model: a jaxseg model (any module with a ``geometry()`` method).
       variables: its variables (``{'params': ...}``, and ``batch_stats`` if any).
       tile_size: input tile (window) size, int or ``(height, width)``; checked against the model.
       **kwargs: other ``Predictor`` arguments (``tile_batch_size``, ``overlap``, ``tta``, ...).
 
     Raises:
-      ValueError: for an unknown model, or a tile size it cannot take (naming the nearest valid).
+      ValueError: a tile size the model cannot take (naming the nearest valid sizes).
     """
-    mode, multiple, alignment = model_tiling(model)
-    if tile_size is None:
-        tile_size = unet_tile_size(256, model.depth) if mode == "overlap_tile" else 256
-    tile = _pair(tile_size)
-    if mode == "overlap_tile":
-        check_unet_input(tile, model.depth, "VALID")
-    else:
-        check_divisible(f"{type(model).__name__} tile_size", tile, multiple)
-    kwargs.update(mode=mode, tile_size=tile, alignment=alignment, variables=variables)
-    if mode == "sliding_window":
-        kwargs.setdefault("size_multiple", multiple)
+    geometry = model.geometry()  # What the model takes: jaxseg.models.geometry.
+    tile = _pair(geometry.default_tile if tile_size is None else tile_size)
+    geometry.check_input(tile)
+    kwargs.update(
+        mode=geometry.tiling, tile_size=tile, alignment=geometry.alignment, variables=variables
+    )
+    if not geometry.valid_padding:
+        kwargs.setdefault("size_multiple", geometry.size_multiple)
     return Predictor(model.apply, **kwargs)

@@ -50,10 +50,12 @@ Two pixel scores, under names that say which is which:
   `(FP + FN) / (TP + TN + FP + FN)`. This is what jaxseg called "pixel error" before.
 * `pixel_fscore`: the F-score of the cell pixels, `2 P R / (P + R)` with precision
   `P = TP / (TP + FP)` and recall `R = TP / (TP + FN)`, cell (label > 0, `prediction >
-  threshold`) the positive class, over all pixels (not foreground-restricted). As the
-  challenge's Fiji code (`trainableSegmentation.metrics.PixelError` and
-  `ClassificationStatistics`): `P = 1` when `FP = 0`, `R = 1` when `FN = 0`, `F = 0` when
-  `P + R = 0`; a stack pools its counts over the slices.
+  threshold`) the positive class, over all pixels (not foreground-restricted); a stack pools
+  its counts over the slices, as the challenge's Fiji code does
+  (`trainableSegmentation.metrics.PixelError`). Where Fiji divides by zero (NaN, a threshold
+  its maximum then skips), jaxseg's own convention is `P = 1` when `FP = 0`, `R = 1` when
+  `FN = 0`, `F = 0` when `P + R = 0`; this changes the best F-score only when no pixel is a
+  cell in the labels nor in the prediction (jaxseg: F = 1).
 * `isbi_pixel_error` (`best_isbi_scores` only): the challenge's "pixel error", defined on its
   evaluation page (brainiac2.mit.edu/isbi_challenge/evaluation) and in Arganda-Carreras et al.
   2015 as 1 - the maximal F-score of pixel similarity: `1 - max over thresholds of

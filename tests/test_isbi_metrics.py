@@ -286,7 +286,7 @@ def test_pixel_fscore_hand_computed():
         isbi.pixel_fscore(prediction, label[:3])
 
 
-def test_pixel_fscore_conventions_of_the_challenge_code():
+def test_pixel_fscore_conventions_where_a_count_is_zero():
     cells, membrane = np.ones((2, 3)), np.zeros((2, 3))
     # No false positive: precision 1; no false negative: recall 1.
     assert isbi.pixel_fscore(membrane, membrane) == 1.0  # nothing to find, nothing found

@@ -54,6 +54,7 @@ def source_files(root: str, exclude: str | None = None) -> dict[str, list[int]]:
     found, seen = {}, set()
     exclude = os.path.realpath(exclude) if exclude else None
     for folder, dirs, _ in os.walk(root, followlinks=True):
+        dirs.sort()  # A folder reachable twice (a link) is recorded under one stable path.
         status = os.stat(folder)
         if (status.st_dev, status.st_ino) in seen or os.path.realpath(folder) == exclude:
             dirs[:] = []
