@@ -33,7 +33,9 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Raw data folder (default:
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxseg import checkpoint, evaluation  # After flag parsing: jax reads its flags at import.
+    from jaxseg import checkpoint, compile_cache, evaluation  # After flag parsing (jax flags).
+
+    compile_cache.enable()
 
     logging.set_verbosity(logging.ERROR)  # Orbax logs read-only checkpoint access.
     try:

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jaxseg import inference, resize
+from jaxseg import compile_cache, inference, resize
 from jaxseg.checkpoint import Trained, load_trained
 from jaxseg.serving import ExportedModel, load_exported, sidecar_path
 
@@ -230,6 +230,7 @@ def _cli() -> None:
     )
 
     def main(argv) -> int:
+        compile_cache.enable()  # A second start skips compiling (JAXSEG_COMPILE_CACHE=0: off).
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.ERROR)  # Orbax logs read-only checkpoint access.

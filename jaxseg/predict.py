@@ -47,7 +47,9 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
 
 
 def main(argv) -> int:
-    from jaxseg import checkpoint, prediction  # After flag parsing: jax reads its flags at import.
+    from jaxseg import checkpoint, compile_cache, prediction  # After flag parsing (jax flags).
+
+    compile_cache.enable()
 
     logging.set_verbosity(logging.ERROR)  # Orbax logs read-only checkpoint access.
     inputs = list(_INPUT.value or []) + list(argv[1:])

@@ -54,7 +54,9 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # After flag parsing: jax reads its flags at import.
-    from jaxseg import errors, parallel, trainer
+    from jaxseg import compile_cache, errors, parallel, trainer
+
+    compile_cache.enable()  # A second start skips compiling (JAXSEG_COMPILE_CACHE=0: off).
 
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
     parallel.initialize_distributed()
