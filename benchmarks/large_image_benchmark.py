@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -27,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import machine_info  # noqa: E402
+
 from jaxseg import inference, models  # noqa: E402
 
 MIB = 2**20
@@ -34,22 +35,6 @@ MIB = 2**20
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # KiB on Linux.
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "devices": [str(d) for d in jax.devices()],
-    }
 
 
 def main() -> None:

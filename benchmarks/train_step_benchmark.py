@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from machine import machine_info  # noqa: E402
 from torch_reference import TorchSimpleFCN, TorchSimpleUNet, TorchUNet  # noqa: E402
 
 from jaxseg import flops, models, xla_options  # noqa: E402
@@ -60,28 +60,17 @@ MODES = ("train", "forward")
 LEARNING_RATE = 1e-3
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln]
-        cpu = names[0] if names else cpu
+def run_machine_info() -> dict:
     import flax
 
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
+    return machine_info(
+        jaxlib=jaxlib.__version__,
+        flax=flax.__version__,
+        optax=optax.__version__,
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
+    )
 
 
 def jax_runner(name: str, mode: str, images: np.ndarray, labels: np.ndarray, options: dict):
@@ -301,7 +290,7 @@ def main() -> None:
         },
         "results": results,
         "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "machine": machine_info(),
+        "machine": run_machine_info(),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
