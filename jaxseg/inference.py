@@ -339,6 +339,11 @@ def for_model(
     Raises:
       ValueError: a tile size the model cannot take (naming the nearest valid sizes).
     """
+    if not callable(getattr(type(model), "geometry", None)):
+        raise ValueError(
+            f"no tiling known for {type(model).__name__}: it has no geometry() method "
+            "(jaxseg.models.geometry); use Predictor with a mode"
+        )
     geometry = model.geometry()  # What the model takes: jaxseg.models.geometry.
     tile = _pair(geometry.default_tile if tile_size is None else tile_size)
     geometry.check_input(tile)
