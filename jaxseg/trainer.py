@@ -31,6 +31,7 @@ from jaxseg import (
     checkpoint,
     data,
     errors,
+    flops,
     losses,
     metrics,
     models,
@@ -502,6 +503,8 @@ def _train_and_evaluate(config, workdir: str, setup: Setup, mesh) -> dict:
         last_eval, _ = evaluate(state, eval_loader, eval_fn, num_eval_batches, batch_sharding)
     pending = None  # (step, metrics) of the step dispatched before this one.
     timer = (time.perf_counter(), start)
+    step_cost = None  # (per-device FLOPs of one step, devices), once the step is compiled.
+    peak = flops.peak_flops(jax.devices()[0], DTYPES[config.dtype])
 
     def check_finite(step, step_metrics):
         """Raises unless the loss and the gradient (hence the updated parameters) are finite."""
@@ -520,6 +523,14 @@ def _train_and_evaluate(config, workdir: str, setup: Setup, mesh) -> dict:
     with _Preemption() as preemption:
         for step in range(start + 1, config.num_train_steps + 1):
             batch = parallel.global_batch(next(train_iter), batch_sharding)
+            if step_cost is None:  # Compile once, and read the step's FLOPs from XLA.
+                train_fn, step_flops = flops.step_flops(train_fn, state, batch)
+                step_cost = (step_flops, flops.num_devices(train_fn))
+                if step_flops:
+                    tqdm.write(
+                        f"train step: {step_flops * step_cost[1] / 1e9:.1f} GFLOP "
+                        f"on {step_cost[1]} device(s)"
+                    )
             state, step_metrics = train_fn(state, batch)
             if pending is not None:
                 check_finite(*pending)
@@ -529,12 +540,15 @@ def _train_and_evaluate(config, workdir: str, setup: Setup, mesh) -> dict:
             if step % config.log_every_steps == 0 or step == config.num_train_steps:
                 loss = check_finite(step, step_metrics)
                 now = time.perf_counter()
-                images_per_s = (step - timer[1]) * config.batch_size / (now - timer[0])
+                seconds_per_step = (now - timer[0]) / (step - timer[1])
+                images_per_s = config.batch_size / seconds_per_step
                 timer = (now, step)
                 values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
                 values.update(
                     learning_rate=float(schedule(step - 1)), images_per_second=images_per_s
                 )
+                step_flops, devices = step_cost  # TFLOP/s, and MFU where the peak is known.
+                values.update(flops.throughput_metrics(step_flops, seconds_per_step, devices, peak))
                 writer.scalars(step, "train", values)
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
 

@@ -211,6 +211,8 @@ def test_training_lowers_loss_and_raises_miou(data_dir, tmp_path):
     train = [r["loss"] for r in records if r["split"] == "train"]
     evals = [r["mean_iou"] for r in records if r["split"] == "eval"]
     assert train[-1] < 0.9 * train[0], train
+    # The step's FLOPs come from XLA's cost analysis; a CPU has no peak in the table: no MFU.
+    assert all(r["tflops_per_s"] > 0 and "mfu" not in r for r in records if r["split"] == "train")
     # All-background prediction scores 1/5 of the background IoU (about 0.17).
     assert evals[-1] > max(evals[0] + 0.03, 0.2), evals
     assert final["mean_iou"] == evals[-1]
