@@ -18,14 +18,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data: a name from jaxseg.data.SPECS, or 'folder:NAME' for your own images/ + masks/.
     config.dataset = "synthetic_shapes"
-    config.data_dir = placeholder(
-        str
-    )  # TFDS data folder (None: TFDS's default, ~/tensorflow_datasets).
+    # TFDS data folder (None: TFDS's default, ~/tensorflow_datasets).
+    config.data_dir = placeholder(str)
     config.manual_dir = placeholder(str)  # Your copy of the raw data, for datasets that need one.
     config.class_names = ()  # Folder datasets only: one name per class.
-    config.ignore_label = placeholder(
-        int
-    )  # Folder datasets only: the stored label value to ignore.
+    config.ignore_label = placeholder(int)  # Folder datasets only: stored label value to ignore.
     config.train_split = ""  # '' = the dataset's default training split.
     config.eval_split = ""  # '' = the dataset's default evaluation split.
     config.input_size = (64, 64)  # (height, width) of training crops fed to the model.

@@ -33,9 +33,7 @@ def get_config():
     config.warmup_steps = 0
     config.grad_clip_norm = 0.0
     config.border_weights.enabled = True
-    config.border_weights.foreground = (
-        1  # Cells (label 1) are the objects; membranes separate them.
-    )
+    config.border_weights.foreground = 1  # Cells (label 1) are objects; membranes separate them.
     config.augment = {
         "flip_h_prob": 0.5,
         "flip_v_prob": 0.5,

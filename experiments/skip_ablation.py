@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import base  # noqa: E402
-from jaxseg import trainer  # noqa: E402
+from jaxseg import data, training  # noqa: E402
 
 FCN = {"base_features": 8, "fc_features": 128, "dropout_rate": 0.0}
 UNET = {"padding": "SAME", "depth": 3, "base_features": 16}
@@ -51,7 +51,7 @@ def main() -> None:
         config.eval_every_steps = config.checkpoint_every_steps = args.steps
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as workdir:
-            final = trainer.train_and_evaluate(config, workdir)
+            final = training.train_and_evaluate(config, workdir)
         results[name] = {
             "model": model,
             "model_kwargs": kwargs,
@@ -64,7 +64,7 @@ def main() -> None:
         print(name, json.dumps(results[name]))
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"dataset": "synthetic_shapes", "classes": list(trainer.data.get_spec("synthetic_shapes").class_names),
+        json.dump({"dataset": "synthetic_shapes", "classes": list(data.get_spec("synthetic_shapes").class_names),
                    "time": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": results}, f, indent=2)  # fmt: skip
 
 

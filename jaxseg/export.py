@@ -1,270 +1,61 @@
-"""Exporting a trained run as one serialized ``jax.export`` function, and its command line.
+"""Command line: export a trained run as one serialized ``jax.export`` function
+(``jaxseg.runs.export_run`` does the work; its module doc says what the function does).
 
     python -m jaxseg.export --workdir workdirs/unet --output exports/unet.jax
-    python -m jaxseg.export --workdir workdirs/unet_isbi --output exports/isbi.jax \
+    python -m jaxseg.export --workdir workdirs/unet_isbi --output exports/isbi.jax \\
         --height 512 --width 512
 
-The exported function is the whole inference path: ``uint8 [batch, height, width, channels]``
-images -> float in [0, 1] -> the model -> ``{'probabilities': float32 [batch, height, width,
-num_classes], 'classes': int32 [batch, height, width]}``, outputs the size of the input. The
-trained variables are baked in as constants, so the file is self-contained (about the size of
-the parameters) and ``jaxseg.serving.load_exported`` runs it with jax and numpy only. The batch
-dimension is always symbolic.
-
-A run trained on resized images (``config.resize_to``) is served as ``jaxseg.predict`` serves
-it: the images are resized to ``resize_to`` inside the function (bilinear, antialiased, in
-uint8 as Pillow does it in training: ``jaxseg.resize.resize_uint8``), the model sees that size
-(mirror-extended to a size it takes, as below) and the probabilities are resized back to the
-input's size (bilinear); the classes are their argmax. Height and width are then any sizes,
-symbolic unless given. Without ``resize_to``, height and width are
-
-* fixed (``height``/``width`` given): any size; the image is mirror-extended inside the function
-  to a size the model takes (a valid-padding U-Net's margin on every side plus the rest at the
-  bottom/right; a 'SAME' model's next multiple of its size factor) and the output cropped back
-  (for a valid-padding U-Net: the prediction overlap-tile inference stitches, to round-off);
-* symbolic (not given): for models whose output has the input's size ('SAME' U-Nets, simple
-  models, FCN), any multiple of the model's size factor (``2**depth`` for a U-Net). A
-  valid-padding U-Net needs a fixed size.
-
-Next to the file goes a JSON sidecar (``sidecar_path``): class names, input dtype, channels and
-size, ``resize_to`` (null when the model sees the input's own size), the dataset's ignore label (a stored label value; predictions never take it), the run and
-checkpoint step. Exports target the current jax backend unless ``platforms`` names others
-(``('cpu', 'cuda')`` lowers for both; no device of that kind is needed to export). A TensorFlow
-SavedModel is not written: TensorFlow is not a dependency (``jax2tf`` could wrap the same
-function where it is installed).
+Next to the file goes a JSON sidecar (class names, input dtype, channels and size,
+``resize_to``, the run and checkpoint step); ``jaxseg.serving.load_exported`` runs it with jax
+and numpy only. Exit status 2 when the run cannot be loaded or the options do not fit the model.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from collections.abc import Sequence
-from typing import Any
+from absl import flags
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from absl import app, flags, logging
+from jaxseg import cli
 
-from jaxseg import compile_cache, inference, resize
-from jaxseg.checkpoint import Trained, load_trained
-from jaxseg.serving import ExportedModel, load_exported, sidecar_path
-
-FORMAT = "jaxseg.export"
-VERSION = 1
-
-__all__ = ["ExportedModel", "export_model", "export_run", "load_exported", "save_exported"]
+_RUN = cli.define_run_flags(tiling=False)
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Exported model file; the JSON sidecar goes beside it."
+)
+_HEIGHT = flags.DEFINE_integer("height", None, "Fixed input height (with --width).")
+_WIDTH = flags.DEFINE_integer("width", None, "Fixed input width (with --height).")
+_PLATFORMS = flags.DEFINE_list(
+    "platforms", None, "Platforms to lower for, e.g. cpu,cuda (default: the current backend)."
+)
 
 
-def _padded_size(model, size: int) -> tuple[int, int]:
-    """``(model input size, margin)`` covering an image axis of ``size`` pixels."""
-    geometry = model.geometry()
-    return geometry.input_size_for_output(size), geometry.margin
+def main(argv) -> int:
+    cli.no_arguments(argv)
+    from jaxseg import runs  # After flag parsing: jax reads its flags.
+    from jaxseg.serving import sidecar_path
 
-
-def _serving_function(trained: Trained, height: int | None, width: int | None):
-    """``uint8 [B, H, W, C] -> {'probabilities', 'classes'}`` with the variables closed over."""
-    model, variables = trained.model, trained.variables
-    resize_to = tuple(trained.config.resize_to) or None
-    size = resize_to or (None if height is None else (height, width))  # What the model sees.
-    gather = None
-    if size is not None:
-        (ph, margin), (pw, _) = _padded_size(model, size[0]), _padded_size(model, size[1])
-        rows = inference._mirror(np.arange(ph) - margin, size[0])
-        cols = inference._mirror(np.arange(pw) - margin, size[1])
-        if (ph, pw) != size:
-            gather = (rows.astype(np.int32), cols.astype(np.int32))
-
-    def serve(images: jax.Array) -> dict[str, jax.Array]:
-        x = images if resize_to is None else resize.resize_uint8(images, resize_to)
-        x = x.astype(jnp.float32) / 255.0
-        if gather is not None:  # Mirror-extend with constant indices, as inference does.
-            x = jnp.take(jnp.take(x, gather[0], axis=1), gather[1], axis=2)
-        logits = model.apply(variables, x, train=False).astype(jnp.float32)
-        if size is not None:
-            logits = logits[:, : size[0], : size[1]]
-        probabilities = jax.nn.softmax(logits, axis=-1)
-        if resize_to is not None:  # Scores back to the input's size, as jaxseg.predict.
-            probabilities = resize.resize_scores(probabilities, images.shape[1:3], jnp)
-        return {
-            "probabilities": probabilities,
-            "classes": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
-        }
-
-    return serve
-
-
-def export_model(
-    trained: Trained,
-    *,
-    height: int | None = None,
-    width: int | None = None,
-    platforms: Sequence[str] | None = None,
-) -> tuple[jax.export.Exported, dict[str, Any]]:
-    """Exports a trained model's inference function (see the module doc).
-
-    Args:
-      trained: from ``jaxseg.checkpoint.load_trained``.
-      height, width: a fixed input size (both or neither); neither: symbolic, for models whose
-        output has the input's size, and for any model of a run trained with ``resize_to``.
-      platforms: jax platforms to lower for (``'cpu'``, ``'cuda'``, ``'rocm'``, ``'tpu'``);
-        ``None``: the current backend.
-
-    Returns:
-      ``(exported, metadata)``: the ``jax.export.Exported`` and the sidecar's contents.
-
-    Raises:
-      ValueError: one of height/width without the other, a non-positive size, or symbolic
-        sizes for a model that needs a fixed one.
-    """
-    if (height is None) != (width is None):
-        raise ValueError("give both height and width, or neither (symbolic size)")
-    if height is not None and (height < 1 or width < 1):
-        raise ValueError(f"height and width must be positive; got {height}, {width}")
-    geometry = trained.model.geometry()
-    multiple = geometry.size_multiple
-    channels = trained.spec.num_channels
-    resize_to = tuple(trained.config.resize_to) or None
-    if resize_to is not None:
-        multiple = 1  # Any input size: the model sees resize_to.
-    if height is None:
-        if geometry.valid_padding and resize_to is None:
-            raise ValueError(
-                "a valid-padding U-Net's output is smaller than its input: export it for a fixed "
-                "size (height and width), which is mirror-extended inside the function"
-            )
-        hw = "h, w" if multiple == 1 else f"{multiple}*h, {multiple}*w"
-        shape = jax.export.symbolic_shape(f"b, {hw}, {channels}")
+    metadata = runs.export_run(
+        _RUN.workdir.value,
+        _OUTPUT.value,
+        best=_RUN.best,
+        height=_HEIGHT.value,
+        width=_WIDTH.value,
+        platforms=_PLATFORMS.value,
+    )
+    size = metadata["input"]
+    if size["height"] is None:
+        m = size["size_multiple"]
+        hw = "h, w" if m == 1 else f"{m}*h, {m}*w"
+        shape = f"[batch, {hw}, {size['channels']}]"
     else:
-        (batch,) = jax.export.symbolic_shape("b")
-        shape = (batch, height, width, channels)
-    function = jax.jit(_serving_function(trained, height, width))
-    try:
-        exported = jax.export.export(function, platforms=platforms)(
-            jax.ShapeDtypeStruct(shape, jnp.uint8)
-        )
-    except Exception as e:  # Symbolic shapes reach model code that needs concrete sizes.
-        if height is not None:
-            raise
-        raise ValueError(
-            f"{type(trained.model).__name__} cannot be exported with a symbolic height and "
-            f"width ({type(e).__name__}: {str(e)[:300]}); give a fixed height and width"
-        ) from e
-    spec, config = trained.spec, trained.config
-    metadata = {
-        "format": FORMAT,
-        "version": VERSION,
-        "input": {
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "channels": channels,
-            "height": height,
-            "width": width,
-            "size_multiple": None if height is not None else multiple,
-            "value_range": [0, 255],
-        },
-        "resize_to": None if resize_to is None else list(resize_to),
-        "outputs": {
-            "probabilities": "float32 [batch, height, width, num_classes]: softmax",
-            "classes": "int32 [batch, height, width]: argmax class ids",
-        },
-        "class_names": list(spec.class_names),
-        "num_classes": spec.num_classes,
-        "ignore_label": spec.ignore_label,
-        "dataset": spec.name,
-        "model": config.model,
-        "model_kwargs": config.model_kwargs.to_dict(),
-        "workdir": trained.workdir,
-        "step": trained.step,
-        "checkpoint": trained.checkpoint,
-        "platforms": list(exported.platforms),
-        "jax_version": jax.__version__,
-    }
-    return exported, metadata
-
-
-def save_exported(path: str, exported: jax.export.Exported, metadata: dict[str, Any]) -> str:
-    """Writes the serialized export to ``path`` and the metadata beside it; returns the sidecar."""
-    sidecar = sidecar_path(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(exported.serialize())
-    with open(sidecar, "w") as f:
-        json.dump({**metadata, "file": os.path.basename(path)}, f, indent=2)
-        f.write("\n")
-    return sidecar
-
-
-def export_run(
-    workdir: str,
-    output: str,
-    *,
-    best: bool = True,
-    height: int | None = None,
-    width: int | None = None,
-    platforms: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Loads a run's best (or latest) checkpoint, exports it to ``output``; returns the metadata."""
-    sidecar_path(output)  # Refuse a .json output before the work.
-    exported, metadata = export_model(
-        load_trained(workdir, best=best), height=height, width=width, platforms=platforms
+        shape = f"[batch, {size['height']}, {size['width']}, {size['channels']}]"
+    resized = metadata["resize_to"]
+    resized = f", resized to {resized[0]}x{resized[1]} inside" if resized else ""
+    print(
+        f"exported step {metadata['step']} ({metadata['checkpoint']}) for uint8 {shape}"
+        f"{resized} on {','.join(metadata['platforms'])} -> {_OUTPUT.value} "
+        f"(+ {sidecar_path(_OUTPUT.value)})"
     )
-    save_exported(output, exported, metadata)
-    return metadata
-
-
-# --- Command line (flags defined only when run as a script, so importing defines none) ---
-
-
-def _cli() -> None:
-    workdir = flags.DEFINE_string("workdir", None, "Run directory written by jaxseg.train.")
-    output = flags.DEFINE_string(
-        "output", None, "Exported model file; the JSON sidecar goes beside it."
-    )
-    latest = flags.DEFINE_bool("latest", False, "Export the latest checkpoint, not the best.")
-    height = flags.DEFINE_integer("height", None, "Fixed input height (with --width).")
-    width = flags.DEFINE_integer("width", None, "Fixed input width (with --height).")
-    platforms = flags.DEFINE_list(
-        "platforms", None, "Platforms to lower for, e.g. cpu,cuda (default: the current backend)."
-    )
-
-    def main(argv) -> int:
-        compile_cache.enable()  # A second start skips compiling (JAXSEG_COMPILE_CACHE=0: off).
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        logging.set_verbosity(logging.ERROR)  # Orbax logs read-only checkpoint access.
-        try:
-            metadata = export_run(
-                workdir.value,
-                output.value,
-                best=not latest.value,
-                height=height.value,
-                width=width.value,
-                platforms=platforms.value,
-            )
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        size = metadata["input"]
-        if size["height"] is None:
-            m = size["size_multiple"]
-            hw = "h, w" if m == 1 else f"{m}*h, {m}*w"
-            shape = f"[batch, {hw}, {size['channels']}]"
-        else:
-            shape = f"[batch, {size['height']}, {size['width']}, {size['channels']}]"
-        resized = metadata["resize_to"]
-        resized = f", resized to {resized[0]}x{resized[1]} inside" if resized else ""
-        print(
-            f"exported step {metadata['step']} ({metadata['checkpoint']}) for uint8 {shape}"
-            f"{resized} on {','.join(metadata['platforms'])} -> {output.value} "
-            f"(+ {sidecar_path(output.value)})"
-        )
-        return 0
-
-    flags.mark_flags_as_required(["workdir", "output"])
-    app.run(main)
+    return 0
 
 
 if __name__ == "__main__":
-    _cli()
+    cli.run(main, required=["workdir", "output"], user_errors=(FileNotFoundError, ValueError))

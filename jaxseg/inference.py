@@ -1,24 +1,10 @@
 """Prediction of images of any size, tile by tile, with memory bounded by the tile batch.
 
-* ``'overlap_tile'``, valid-padding models (U-Net paper, Fig. 2): the image is mirrored
-  (``np.pad`` 'reflect') by the margin ``(tile - output tile) / 2``, and more at the bottom/right
-  until output tiles cover it; output tiles partition the image. Tiles start at multiples of
-  ``alignment`` (``2**depth`` for a U-Net), so each meets the pooling grid in the phase the
-  whole padded image does: the stitch equals predicting the whole mirror-padded image at once.
-  (Depth-4 output tiles are 4 mod 16 pixels, 388 for 572: they step by 384, dropping 4 rows.)
-* ``'sliding_window'``, 'SAME' models: windows overlap by the fraction ``overlap`` and are
-  blended with a Gaussian weight (sigma = window / 8 per axis, as nnU-Net) normalised by the
-  summed weights at every pixel. Windows start at multiples of the step (itself a multiple of
-  ``alignment``), and the last one ends at the image border, as in nnU-Net and MMSegmentation:
-  it starts at ``size - window`` rounded up to ``alignment``, so it sees the pooling grid in
-  the phase the whole image does and reaches past the border by less than ``alignment`` pixels,
-  no more than predicting the whole image padded to the model's size multiple. An axis shorter
-  than a window gets one window of the axis rounded up to ``size_multiple`` (``for_model``: the
-  model's size factor), which is the whole-image prediction, as training's evaluation makes it;
-  without ``size_multiple`` it gets a full window, mirror-filled. A window side that lies on
-  the image border is no cut (the whole image has that border too): its weight stays at the
-  peak from the window's centre to that side, so near the border the window that ends there
-  outweighs one that merely stops close to it (an image just larger than a window).
+Two tiling modes, laid out by ``jaxseg.tiling`` (its doc says where tiles go, and why):
+``'overlap_tile'`` for valid-padding models (U-Net paper, Fig. 2), whose output tiles partition
+the mirror-extended image, so that the stitch equals predicting the whole mirror-padded image at
+once; ``'sliding_window'`` for 'SAME' models, whose overlapping windows are blended with a
+Gaussian weight (as nnU-Net).
 
 Tiles are gathered with mirrored indices (no padded copy), batched, sharded over
 ``Mesh(devices, ('data',))`` by one ``jax.jit`` and stitched on the host into a float32
@@ -30,7 +16,6 @@ transform of the output (a NumPy view), mapping it back; it averages in the outp
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -40,7 +25,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxseg.models.sizes import unet_input_size_for_output
+from jaxseg.tiling import Axis, mirror, overlap_tile_axis, sliding_axis
+from jaxseg.tiling import unet_tile_size as unet_tile_size  # Re-exported.
 
 MODES = ("overlap_tile", "sliding_window")
 OUTPUTS = ("probabilities", "logits")
@@ -51,74 +37,6 @@ TTA_PRESETS: dict[str, tuple[Transform, ...]] = {
     "rotations": tuple((k, False) for k in range(4)),  # As the U-Net paper on ISBI 2012.
     "flips": ((0, False), (0, True), (2, True), (2, False)),  # None, left-right, up-down, both.
 }
-
-
-def unet_tile_size(output_size: int, depth: int = 4) -> int:
-    """Input tile size of a valid-padding U-Net whose output tile covers ``output_size`` pixels.
-
-    >>> unet_tile_size(388)
-    572
-    """
-    return unet_input_size_for_output(output_size, depth)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Axis:
-    """Tiling of one axis: per tile, its first input index and the output span it writes."""
-
-    starts: list[int]  # Image coordinates; outside [0, size) means mirrored.
-    spans: list[tuple[int, int]]  # Output rows [a, b) of the image, from the tile's output row 0.
-    weights: list[np.ndarray] | None  # Normalised blending weights over each span.
-    tile: int  # Input tile (window) size along this axis.
-
-
-def _overlap_tile_axis(size: int, tile: int, out: int, alignment: int) -> _Axis:
-    step = out - out % alignment
-    n = -(-max(size - out, 0) // step) + 1
-    spans = [(i * step, size if i == n - 1 else (i + 1) * step) for i in range(n)]
-    return _Axis([a - (tile - out) // 2 for a, _ in spans], spans, None, tile)
-
-
-def _sliding_axis(
-    size: int, window: int, step: int, alignment: int = 1, size_multiple: int | None = None
-) -> _Axis:
-    """Windows at ``0, step, 2 * step, ...`` and a last one ending at the border (see the doc).
-
-    ``step`` should be a multiple of ``alignment``. The last window starts at ``size - window``
-    rounded up to ``alignment``; an axis no longer than ``window`` gets one window, of the axis
-    rounded up to ``size_multiple`` when given (never more than ``window``).
-    """
-    if size <= window:
-        if size_multiple:
-            window = min(window, -(-size // size_multiple) * size_multiple)
-        starts = [0]
-    else:
-        last = -(-(size - window) // alignment) * alignment
-        starts = list(range(0, last, step)) + [last]
-    spans = [(a, min(a + window, size)) for a in starts]
-    offset = np.arange(window) - (window - 1) / 2
-    gauss = np.exp(-0.5 * (offset / (window / 8)) ** 2)
-    profiles = []
-    for a, b in spans:  # A side at the image border is no cut: full weight up to the centre.
-        profile = gauss.copy()
-        if a == 0:
-            profile[offset < 0] = 1.0
-        if a + window >= size:
-            profile[offset > 0] = 1.0
-        profiles.append(profile[: b - a])
-    total = np.zeros(size)
-    for (a, b), profile in zip(spans, profiles):
-        total[a:b] += profile
-    weights = [(p / total[a:b]).astype(np.float32) for (a, b), p in zip(spans, profiles)]
-    return _Axis(starts, spans, weights, window)
-
-
-def _mirror(index: np.ndarray, size: int) -> np.ndarray:
-    """Maps any integer index into ``[0, size)`` by reflection, as ``np.pad(mode='reflect')``."""
-    if size == 1:
-        return np.zeros_like(index)
-    index = index % (2 * size - 2)
-    return np.where(index < size, index, 2 * size - 2 - index)
 
 
 def _transform(x: np.ndarray, t: Transform) -> np.ndarray:
@@ -244,12 +162,12 @@ class Predictor:
             out /= len(self.tta)
         return out
 
-    def _axis(self, size: int, tile: int, out: int) -> _Axis:
+    def _axis(self, size: int, tile: int, out: int) -> Axis:
         if self.mode == "overlap_tile":
-            return _overlap_tile_axis(size, tile, out, self.alignment)
+            return overlap_tile_axis(size, tile, out, self.alignment)
         step = int(tile * (1 - self.overlap)) // self.alignment * self.alignment
-        return _sliding_axis(size, tile, max(step, self.alignment), self.alignment,
-                             self.size_multiple)  # fmt: skip
+        return sliding_axis(size, tile, max(step, self.alignment), self.alignment,
+                            self.size_multiple)  # fmt: skip
 
     def _predict_into(
         self, image: np.ndarray, out: np.ndarray, out_tile: tuple[int, int], divide_by=None
@@ -258,8 +176,8 @@ class Predictor:
         (h, w, c), (th, tw) = image.shape, self.tile_size
         ay, ax = self._axis(h, th, out_tile[0]), self._axis(w, tw, out_tile[1])
         th, tw = ay.tile, ax.tile  # Sliding windows shrink on a side shorter than a window.
-        rows = [_mirror(np.arange(s, s + th), h) for s in ay.starts]
-        cols = [_mirror(np.arange(s, s + tw), w) for s in ax.starts]
+        rows = [mirror(np.arange(s, s + th), h) for s in ay.starts]
+        cols = [mirror(np.arange(s, s + tw), w) for s in ax.starts]
         tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         n_dev = len(self.devices)
         batch = min(self.tile_batch_size, -(-len(tiles) // n_dev) * n_dev)
@@ -279,7 +197,7 @@ class Predictor:
         _stitch(out, *pending, ay, ax)
 
 
-def _stitch(out: np.ndarray, chunk, y: jax.Array, ay: _Axis, ax: _Axis) -> None:
+def _stitch(out: np.ndarray, chunk, y: jax.Array, ay: Axis, ax: Axis) -> None:
     y = np.asarray(y)
     for n, (i, j) in enumerate(chunk):
         (y0, y1), (x0, x1) = ay.spans[i], ax.spans[j]

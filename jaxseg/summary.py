@@ -16,13 +16,15 @@ import numpy as np
 CONFIG_FILE = "config.json"  # The resolved config of a run, in its workdir.
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON takes it: arrays as lists, NumPy scalars as Python ones, and NaN or
+    infinity as ``None`` (strict JSON has no NaN)."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(value).tolist())
+        return jsonable(np.asarray(value).tolist())
     if isinstance(value, (np.floating, float)):
         return None if not np.isfinite(value) else float(value)
     if isinstance(value, np.integer):
@@ -52,7 +54,7 @@ class SummaryWriter:
         """Appends ``{"step", "split", "time", **values}`` to metrics.jsonl; numbers to TensorBoard."""
         if not self.enabled:
             return
-        values = _jsonable(values)
+        values = jsonable(values)
         with open(self._jsonl, "a") as f:
             f.write(
                 json.dumps({"step": step, "split": split, "time": time.time(), **values}) + "\n"

@@ -14,10 +14,8 @@ import pytest
 from PIL import Image
 from trained_run import isbi_run, resized_run, same_run
 
-from jaxseg import data, metrics, prediction, summary
-from jaxseg.checkpoint import load_trained
-from jaxseg.evaluation import evaluate_split
-from jaxseg.export import export_model
+from jaxseg import data, metrics, runs, summary
+from jaxseg.runs import evaluate_split, export_model, load_trained
 from jaxseg.serving import ExportedModel
 
 TOLERANCE = 2e-4  # A few pixels' argmax at near-ties (one pixel of 16 images is 4e-6).
@@ -68,7 +66,7 @@ def test_training_evaluate_predict_and_export_give_the_same_figure(run, request,
         Image.fromarray(e["image"][..., 0] if e["image"].shape[-1] == 1 else e["image"]).save(
             paths[-1]
         )
-    report = prediction.predict_files(trained, paths, str(tmp_path / "out"), verbose=False)
+    report = runs.predict_files(trained, paths, str(tmp_path / "out"), verbose=False)
     assert report.ok and len(report.written) == len(examples)
     masks = [np.asarray(Image.open(tmp_path / "out" / f"{i:03d}.png")) for i in range(len(paths))]
     check("predict", figures(masks, labels, trained.num_classes), want)

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxseg import data
-from jaxseg.data import pipeline, synthetic
+from jaxseg.data import synthetic, transforms
 from jaxseg.data.specs import INVALID
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -115,7 +115,7 @@ def test_eval_visits_every_example_exactly_once(synthetic_dir):
 def test_margin_mirror_extends_the_image_and_ignores_padded_labels():
     image = np.arange(5 * 6, dtype=np.uint8).reshape(5, 6, 1)
     label = (np.arange(5 * 6).reshape(5, 6) % 3).astype(np.int32)
-    out = pipeline.pad_example({"image": image, "label": label}, size=(12, 12), margin=2)
+    out = transforms.pad_example({"image": image, "label": label}, size=(12, 12), margin=2)
     assert out["image"].shape == (12, 12, 1) and out["label"].shape == (12, 12)
     np.testing.assert_array_equal(out["image"][2:7, 2:8, 0], image[..., 0])
     np.testing.assert_array_equal(out["label"][2:7, 2:8], label)

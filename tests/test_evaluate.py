@@ -12,8 +12,7 @@ import pytest
 from trained_run import ROOT, isbi_run, same_run, subprocess_env
 
 from jaxseg import data, inference, isbi_metrics
-from jaxseg.checkpoint import load_trained
-from jaxseg.evaluation import default_output, evaluate_split
+from jaxseg.runs import default_output, evaluate_split, load_trained
 
 
 def split_predictions(trained, split, tile_size):

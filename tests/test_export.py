@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from trained_run import RESIZE_TO, ROOT, isbi_run, resized_run, same_run, subprocess_env
 
-from jaxseg import inference, prediction
-from jaxseg.checkpoint import load_trained
+from jaxseg import inference, runs
 from jaxseg.data import synthetic
-from jaxseg.export import export_model, save_exported
+from jaxseg.runs import export_model, load_trained, save_exported
 from jaxseg.serving import load_exported
 
 RNG = np.random.default_rng(0)
@@ -97,7 +96,7 @@ inputs = np.load(sys.argv[2])
 outputs = {f"{key}_{name}": value for key in inputs for name, value in model(inputs[key]).items()}
 np.savez(sys.argv[3], **outputs)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "jaxseg", "orbax", "optax"))
-assert "flax" not in sys.modules and "jaxseg.trainer" not in sys.modules, loaded
+assert "flax" not in sys.modules and "jaxseg.training" not in sys.modules, loaded
 print("modules:", loaded)
 """
 
@@ -143,7 +142,7 @@ def test_resized_run_export_resizes_like_predict(resized_run, tmp_path):
         x = np.stack([smooth_image(height, width, seed) for seed in (1, 2)])
         out = model(x)
         assert out["probabilities"].shape == (2, height, width, 5)
-        want = np.stack([prediction.predict_image(predictor, image, RESIZE_TO) for image in x])
+        want = np.stack([runs.predict_image(predictor, image, RESIZE_TO) for image in x])
         # The resize in is Pillow's arithmetic in jax: a pixel may differ by one level.
         np.testing.assert_allclose(out["probabilities"], want, atol=5e-3)
         assert np.abs(out["probabilities"] - want).mean() < 1e-4

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg import inference, models
+from jaxseg import inference, models, tiling
 from jaxseg.models import unet_input_size_for_output, unet_output_size
 
 IMAGE = np.random.default_rng(0).normal(size=(70, 53, 2)).astype(np.float32)
@@ -90,7 +90,7 @@ def test_mirror_matches_numpy_reflect_padding_even_past_one_reflection():
     for size in (2, 3, 7):
         index = np.arange(-20, size + 20)
         want = np.pad(np.arange(size), 20, mode="reflect")
-        np.testing.assert_array_equal(inference._mirror(index, size), want)
+        np.testing.assert_array_equal(tiling.mirror(index, size), want)
 
 
 @pytest.mark.parametrize("overlap", [0.0, 0.5, 0.75])
@@ -230,17 +230,17 @@ def test_unet_tile_size():
 def test_sliding_windows_end_at_the_border_aligned_and_shrink_on_short_sides():
     # Issue 8 item 11: a 180-row frame, window 176, step 80, pooling grid 16. The last window
     # starts at 180 - 176 = 4 rounded up to 16 (it used to start at 80, reaching row 256).
-    axis = inference._sliding_axis(180, 176, 80, alignment=16)
+    axis = tiling.sliding_axis(180, 176, 80, alignment=16)
     assert (axis.starts, axis.spans, axis.tile) == ([0, 16], [(0, 176), (16, 180)], 176)
-    axis = inference._sliding_axis(500, 128, 64, alignment=16)
+    axis = tiling.sliding_axis(500, 128, 64, alignment=16)
     assert axis.starts == [0, 64, 128, 192, 256, 320, 384] and axis.spans[-1] == (384, 500)
-    assert inference._sliding_axis(512, 128, 64, alignment=16).starts[-1] == 384  # Exact fit.
+    assert tiling.sliding_axis(512, 128, 64, alignment=16).starts[-1] == 384  # Exact fit.
     # A side shorter than the window: one window of that side rounded up to the size multiple.
-    short = inference._sliding_axis(100, 176, 80, alignment=16, size_multiple=16)
+    short = tiling.sliding_axis(100, 176, 80, alignment=16, size_multiple=16)
     assert (short.starts, short.spans, short.tile) == ([0], [(0, 100)], 112)
-    assert inference._sliding_axis(100, 176, 80, alignment=16).tile == 176  # No multiple given.
+    assert tiling.sliding_axis(100, 176, 80, alignment=16).tile == 176  # No multiple given.
     for size, window, step, align in ((180, 176, 80, 16), (177, 176, 88, 8), (1000, 96, 64, 32)):
-        axis = inference._sliding_axis(size, window, step, alignment=align)
+        axis = tiling.sliding_axis(size, window, step, alignment=align)
         total = np.zeros(size)
         for (a, b), weight in zip(axis.spans, axis.weights):
             total[a:b] += weight

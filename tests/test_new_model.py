@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from trained_run import tiny_config
 
-from jaxseg import checkpoint, export, models, trainer
+from jaxseg import models, runs, serving, training
 from jaxseg.models.geometry import Geometry
 
 
@@ -49,12 +49,12 @@ def test_a_new_model_trains_predicts_and_exports_with_one_registry_line(register
     )
     config.model_kwargs = {}
     with pytest.raises(ValueError, match="pooled_net needs height and width divisible by 2"):
-        trainer.resolve(config)
+        training.resolve(config)
     config.eval_size = (96, 96)
     workdir = str(tmp_path / "run")
-    final = trainer.train_and_evaluate(config, workdir)
+    final = training.train_and_evaluate(config, workdir)
 
-    run = checkpoint.load_trained(workdir)
+    run = runs.load_trained(workdir)
     image = np.random.default_rng(0).random((41, 37, 3)).astype(np.float32)
     probabilities = run.predictor(tile_size=16)(image)  # Sliding windows, as its geometry says.
     assert probabilities.shape == (41, 37, 5)
@@ -62,8 +62,8 @@ def test_a_new_model_trains_predicts_and_exports_with_one_registry_line(register
     with pytest.raises(ValueError, match="divisible by 2"):
         run.predictor(tile_size=15)
 
-    metadata = export.export_run(workdir, str(tmp_path / "pooled.jax"), height=41, width=37)
-    served = export.load_exported(str(tmp_path / "pooled.jax"))
+    metadata = runs.export_run(workdir, str(tmp_path / "pooled.jax"), height=41, width=37)
+    served = serving.load_exported(str(tmp_path / "pooled.jax"))
     out = served((image[None] * 255).round().astype(np.uint8))
     assert out["classes"].shape == (1, 41, 37) and metadata["step"] == 4
     assert 0.0 <= final["mean_iou"] <= 1.0

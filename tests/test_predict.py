@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from trained_run import ROOT, isbi_run, same_run, subprocess_env
 
-from jaxseg import checkpoint, inference, prediction, summary, trainer
-from jaxseg.checkpoint import load_trained
+from jaxseg import checkpoint, inference, runs, summary, training
 from jaxseg.data import files
+from jaxseg.runs import load_trained
 
 RNG = np.random.default_rng(0)
 
@@ -55,7 +55,7 @@ def test_predict_files_writes_every_format_and_the_predictors_argmax(same_run, t
     trained = load_trained(same_run)
     expected = write_inputs(tmp_path / "in")
     missing = str(tmp_path / "missing.png")
-    report = prediction.predict_files(
+    report = runs.predict_files(
         trained, [str(tmp_path / "in"), missing], str(tmp_path / "out"), probabilities=True,
         tile_size=32,
     )  # fmt: skip
@@ -87,7 +87,7 @@ def test_valid_unet_predicts_by_overlap_tile_with_tta(isbi_run, tmp_path):
     rgb = RNG.integers(0, 256, (33, 61, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "slice.tif")
     Image.fromarray(rgb).save(tmp_path / "colour.png")
-    report = prediction.predict_files(
+    report = runs.predict_files(
         trained, [str(tmp_path / "slice.tif"), str(tmp_path / "colour.png")], str(tmp_path / "out"),
         tile_size=60, tta="flips", probabilities=True, probabilities_dtype="float16",
     )  # fmt: skip
@@ -111,7 +111,7 @@ def test_output_name_clashes_fail_without_overwriting(same_run, tmp_path):
         Image.fromarray(gray(9, 9)).save(tmp_path / name)
     # b/x.png would take a/x.png's output names; c/y.png's mask would overwrite c/y.png itself.
     inputs = [str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c" / "y.png")]
-    report = prediction.predict_files(trained, inputs, str(tmp_path / "c"), verbose=False)
+    report = runs.predict_files(trained, inputs, str(tmp_path / "c"), verbose=False)
     assert [w.source for w in report.written] == [str(tmp_path / "a" / "x.png")]
     assert [p for p, _ in report.failed] == [str(tmp_path / "b" / "x.png"), inputs[2]]
     assert "already taken by" in report.failed[0][1] and "would overwrite" in report.failed[1][1]
@@ -142,8 +142,8 @@ def test_load_trained_errors_are_clear(same_run, tmp_path):
 def add_worse_latest_checkpoint(workdir, step):
     """Saves ``step``: the latest run's parameters biased to class 4, scored mean IoU -1."""
     config = load_trained(workdir).config
-    setup, (tx, _) = trainer.resolve(config), trainer.create_optimizer(config)
-    abstract = jax.eval_shape(lambda: trainer.create_train_state(config, setup, tx))
+    setup, (tx, _) = training.resolve(config), training.create_optimizer(config)
+    abstract = jax.eval_shape(lambda: training.create_train_state(config, setup, tx))
     manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"))
     state = checkpoint.restore(manager, manager.latest_step(), abstract)
     params = jax.tree.map(np.asarray, state.params)
@@ -173,7 +173,7 @@ def test_best_and_latest_checkpoints_and_the_cli(same_run, tmp_path):
     Image.fromarray(RNG.integers(0, 256, (50, 33, 4), dtype=np.uint8)).save(inputs / "rgba.png")
     (inputs / "broken.png").write_bytes(b"not an image")
     forged_png(inputs / "bomb.png")  # Claims 100000x100000 pixels.
-    best_masks = prediction.predict_files(
+    best_masks = runs.predict_files(
         best, [str(inputs / "gray.png")], str(tmp_path / "best"), tile_size=32, verbose=False
     )
     assert best_masks.ok
@@ -206,12 +206,12 @@ def test_predict_image_resizes_like_training_and_back():
 
     image = np.full((30, 50, 1), 128, np.uint8)
     image[:, 25:] = 255
-    out = prediction.predict_image(predictor, image, (16, 24))
+    out = runs.predict_image(predictor, image, (16, 24))
     assert seen == [(16, 24, 1)] and out.shape == (30, 50, 2)
     np.testing.assert_allclose(out[:, :20, 0], 128 / 255, atol=1e-6)
     np.testing.assert_allclose(out[:, 31:, 0], 1.0, atol=1e-6)
     np.testing.assert_allclose(
-        prediction.predict_image(predictor, image), predictor(image / 255.0), atol=1e-6
+        runs.predict_image(predictor, image), predictor(image / 255.0), atol=1e-6
     )
 
 
@@ -240,7 +240,7 @@ def test_an_oversized_image_is_named_and_the_others_predicted(same_run, tmp_path
     forged_png(inputs / "bomb.png")
     Image.fromarray(gray(20, 30)).save(inputs / "c.png")
     (inputs / "empty.png").write_bytes(b"")
-    report = prediction.predict_files(trained, [str(inputs)], str(tmp_path / "out"),
+    report = runs.predict_files(trained, [str(inputs)], str(tmp_path / "out"),
                                       tile_size=32, verbose=False)  # fmt: skip
     assert sorted(w.name for w in report.written) == ["a", "c"]
     failed = dict((os.path.basename(p), reason) for p, reason in report.failed)
@@ -255,7 +255,7 @@ def test_an_oversized_image_is_named_and_the_others_predicted(same_run, tmp_path
         files.read_mask(inputs / "bomb.png")
 
     # The limit is the caller's: 1000 pixels refuses a.png (1665), 0 lifts it for real images.
-    small = prediction.predict_files(trained, [str(inputs / "a.png"), str(inputs / "c.png")],
+    small = runs.predict_files(trained, [str(inputs / "a.png"), str(inputs / "c.png")],
                                      str(tmp_path / "small"), tile_size=32, verbose=False,
                                      max_image_pixels=1000)  # fmt: skip
     assert [w.name for w in small.written] == ["c"]

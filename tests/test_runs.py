@@ -21,8 +21,9 @@ from trained_run import (
     tiny_config,
 )
 
-from jaxseg import checkpoint, data, summary, trainer, workdir_lock
+from jaxseg import checkpoint, data, runs, summary, training
 from jaxseg.errors import UserError
+from jaxseg.training import workdir_lock
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_a_refused_run_writes_nothing(data_dir, tmp_path):
     holder = workdir_lock.WorkdirLock(workdir).acquire()
     try:
         with pytest.raises(workdir_lock.WorkdirLocked):
-            trainer.train_and_evaluate(tiny_config(data_dir=data_dir), workdir)
+            training.train_and_evaluate(tiny_config(data_dir=data_dir), workdir)
         assert os.listdir(workdir) == [workdir_lock.LOCK_FILE]
     finally:
         holder.release()
@@ -172,8 +173,8 @@ def _config(data_dir, **overrides):
 
 def _params(workdir, config, step):
     manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"), read_only=True)
-    state = trainer.create_train_state(
-        config, trainer.resolve(config), trainer.create_optimizer(config)[0]
+    state = training.create_train_state(
+        config, training.resolve(config), training.create_optimizer(config)[0]
     )
     try:
         return jax.device_get(checkpoint.restore(manager, step, state).params)
@@ -186,7 +187,7 @@ def trained(data_dir, tmp_path_factory):
     """A finished 16-step run (checkpoints 12 and 16 kept as the latest, 8 or 16 as the best) and
     its final parameters."""
     workdir = str(tmp_path_factory.mktemp("trained") / "run")
-    trainer.train_and_evaluate(_config(data_dir), workdir)
+    training.train_and_evaluate(_config(data_dir), workdir)
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     assert steps[-2:] == [12, 16]  # The two latest are kept.
     return workdir, _params(workdir, _config(data_dir), 16)
@@ -228,7 +229,7 @@ def test_damaged_latest_checkpoint_resumes_exactly_from_the_one_before(
     _damage(os.path.join(workdir, "checkpoints", "16"), how)
 
     capsys.readouterr()
-    trainer.train_and_evaluate(_config(data_dir), workdir)
+    training.train_and_evaluate(_config(data_dir), workdir)
     said = capsys.readouterr().out.splitlines()
     damaged = [line for line in said if "is damaged" in line]
     assert len(damaged) == 1, said
@@ -256,7 +257,7 @@ def test_no_restorable_checkpoint_is_one_error_line(data_dir, trained, tmp_path)
     for step in steps:
         _damage(os.path.join(workdir, "checkpoints", str(step)), "truncated")
     with pytest.raises(checkpoint.DamagedCheckpoint, match="no checkpoint in .* can be restored"):
-        trainer.train_and_evaluate(_config(data_dir), workdir)
+        training.train_and_evaluate(_config(data_dir), workdir)
     assert (
         sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
         == steps
@@ -276,11 +277,11 @@ def test_no_restorable_checkpoint_is_one_error_line(data_dir, trained, tmp_path)
 def test_load_trained_falls_back_from_a_damaged_best_checkpoint(same_run, tmp_path, capsys):  # noqa: F811
     workdir = str(tmp_path / "run")
     shutil.copytree(same_run, workdir)
-    best = checkpoint.load_trained(workdir)
+    best = runs.load_trained(workdir)
     assert best.checkpoint == "best"
     _damage(os.path.join(workdir, "checkpoints", str(best.step)), "truncated")
     capsys.readouterr()
-    run = checkpoint.load_trained(workdir)
+    run = runs.load_trained(workdir)
     assert run.step != best.step and run.checkpoint in ("latest", "newest readable")
     assert (
         f"checkpoint step {best.step} in {workdir}/checkpoints is damaged"
@@ -289,7 +290,7 @@ def test_load_trained_falls_back_from_a_damaged_best_checkpoint(same_run, tmp_pa
 
     _damage(os.path.join(workdir, "checkpoints", str(run.step)), "score_truncated")
     with pytest.raises(checkpoint.DamagedCheckpoint, match=f"step {run.step} .* move it out of"):
-        checkpoint.load_trained(workdir)  # Read-only: named, not moved.
+        runs.load_trained(workdir)  # Read-only: named, not moved.
 
 
 # --- User errors: one line, exit status 2, nothing written --------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from trained_run import load_config
 
-from jaxseg import augment, checkpoint, data, parallel, summary, trainer
+from jaxseg import augment, checkpoint, data, parallel, summary, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,10 +57,12 @@ def test_every_config_builds_its_model_and_dataset(path):
     assert "manual_dir" in config and "data_dir" in config
     with open(path) as f:
         assert "python -m jaxseg.train --config configs/" in f.read()  # The docstring's command.
-    setup = trainer.resolve(config)
+    one_device = parallel.data_mesh(jax.devices()[:1])  # The tests' 8 fake devices aside.
+    setup = training.resolve(config, one_device)
     assert setup.model is not None and setup.spec.num_classes >= 2
-    trainer.create_optimizer(config)
-    augment.AugmentParams.from_dict(config.augment.to_dict())
+    assert setup.augment == augment.AugmentParams.from_dict(config.augment.to_dict())
+    assert setup.host_batch_size == config.batch_size
+    training.create_optimizer(config)
 
 
 @pytest.mark.parametrize(
@@ -85,25 +87,25 @@ def test_every_config_builds_its_model_and_dataset(path):
 )
 def test_bad_configs_get_clear_errors(data_dir, overrides, match):
     with pytest.raises(ValueError, match=match):
-        trainer.resolve(tiny_config(data_dir, **overrides))
+        training.resolve(tiny_config(data_dir, **overrides))
 
 
 def test_batch_not_divisible_by_device_count(data_dir, tmp_path):
     with pytest.raises(
         ValueError, match=r"batch_size=12 must be a positive multiple of the device count \(8\)"
     ):
-        trainer.train_and_evaluate(tiny_config(data_dir, batch_size=12), str(tmp_path))
+        training.train_and_evaluate(tiny_config(data_dir, batch_size=12), str(tmp_path))
 
 
 def _one_step(config, devices, batch):
-    setup = trainer.resolve(config)
-    tx, _ = trainer.create_optimizer(config)
+    setup = training.resolve(config)
+    tx, _ = training.create_optimizer(config)
     mesh = parallel.data_mesh(devices)
     replicated, sharded = parallel.shardings(mesh)
-    state = jax.device_put(trainer.create_train_state(config, setup, tx), replicated)
+    state = jax.device_put(training.create_train_state(config, setup, tx), replicated)
     aug = augment.AugmentParams.from_dict(config.augment.to_dict())
     step = jax.jit(
-        functools.partial(trainer.train_step, config=config, aug=aug),
+        functools.partial(training.train_step, config=config, aug=aug),
         in_shardings=(replicated, sharded),
     )
     state, metrics = step(state, parallel.global_batch(batch, sharded))
@@ -206,7 +208,7 @@ def test_training_lowers_loss_and_raises_miou(data_dir, tmp_path):
                          eval_batch_size=16, train_split="train[:16]", eval_split="train[:16]", augment={},
                          loss={"cross_entropy": 1.0, "dice": 1.0, "focal": 0.0})  # fmt: skip
     config.model_kwargs = {"padding": "SAME", "depth": 3, "base_features": 8}
-    final = trainer.train_and_evaluate(config, str(tmp_path))
+    final = training.train_and_evaluate(config, str(tmp_path))
     records = summary.read_metrics(str(tmp_path))
     train = [r["loss"] for r in records if r["split"] == "train"]
     evals = [r["mean_iou"] for r in records if r["split"] == "eval"]
@@ -227,22 +229,22 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     config = tiny_config(data_dir, learning_rate=1e12, optimizer="sgd", grad_clip_norm=0.0, warmup_steps=0,
                          schedule="constant", num_train_steps=40)  # fmt: skip
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+"):
-        trainer.train_and_evaluate(config, str(tmp_path))
+        training.train_and_evaluate(config, str(tmp_path))
     manager = checkpoint.create_manager(str(tmp_path / "checkpoints"), read_only=True)
     for step in manager.all_steps():
-        state = trainer.create_train_state(
-            config, trainer.resolve(config), trainer.create_optimizer(config)[0]
+        state = training.create_train_state(
+            config, training.resolve(config), training.create_optimizer(config)[0]
         )
         restored = checkpoint.restore(manager, step, state)
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored.params))
 
 
 def test_checkpoint_that_does_not_match_the_model_is_a_clear_error(data_dir, tmp_path):
-    trainer.train_and_evaluate(tiny_config(data_dir, num_train_steps=4), str(tmp_path))
+    training.train_and_evaluate(tiny_config(data_dir, num_train_steps=4), str(tmp_path))
     other = tiny_config(data_dir, num_train_steps=8)
     other.model_kwargs = {"padding": "SAME", "depth": 2, "base_features": 6}
     with pytest.raises(ValueError, match="does not match the model built from the config"):
-        trainer.train_and_evaluate(other, str(tmp_path))
+        training.train_and_evaluate(other, str(tmp_path))
 
 
 # --- Runs in subprocesses: SIGKILL / SIGTERM and two processes -------------------------------
@@ -268,8 +270,8 @@ def _env():
 def _final_params(workdir, data_dir, step=16):
     config = tiny_config(data_dir, num_train_steps=16)
     config.model_kwargs = {"padding": "SAME", "depth": 2, "base_features": 4}
-    state = trainer.create_train_state(
-        config, trainer.resolve(config), trainer.create_optimizer(config)[0]
+    state = training.create_train_state(
+        config, training.resolve(config), training.create_optimizer(config)[0]
     )
     manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"), read_only=True)
     assert manager.latest_step() == step
@@ -352,7 +354,7 @@ def test_learning_rate_schedules(data_dir):
         config = tiny_config(
             data_dir, **{"learning_rate": 1.0, "num_train_steps": 110, "warmup_steps": 10, **kw}
         )
-        return trainer.create_optimizer(config)[1]
+        return training.create_optimizer(config)[1]
 
     warm = lr(schedule="cosine")
     np.testing.assert_allclose(
@@ -366,8 +368,8 @@ def test_learning_rate_schedules(data_dir):
 
 def test_rerunning_a_finished_run_reports_its_metrics(data_dir, tmp_path):
     config = tiny_config(data_dir, num_train_steps=4, eval_every_steps=4)
-    first = trainer.train_and_evaluate(config, str(tmp_path))
-    again = trainer.train_and_evaluate(config, str(tmp_path))
+    first = training.train_and_evaluate(config, str(tmp_path))
+    again = training.train_and_evaluate(config, str(tmp_path))
     assert again["mean_iou"] == first["mean_iou"]
 
 
@@ -382,9 +384,9 @@ def test_valid_unet_on_isbi_with_border_weights_and_elastic_deformation(tmp_path
         input_size=(92, 92), eval_size=(512, 512), batch_size=8, eval_batch_size=8, num_train_steps=3,
         eval_every_steps=3, checkpoint_every_steps=3, log_every_steps=1,
     ))  # fmt: skip
-    setup = trainer.resolve(config)
+    setup = training.resolve(config)
     assert setup.margin == 20 and setup.eval_input_size == (552, 552)  # 552 - 2 * 20 = 512.
-    final = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    final = training.train_and_evaluate(config, str(tmp_path / "run"))
     records = summary.read_metrics(str(tmp_path / "run"))
     assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
     assert final["num_pixels"] == 4 * 512 * 512  # Slices 20-23, every pixel once, padding excluded.
@@ -406,7 +408,7 @@ def test_weight_decay_acts_with_every_optimizer(data_dir, optimizer):
     def update(weight_decay):
         config = tiny_config(data_dir, optimizer=optimizer, weight_decay=weight_decay, warmup_steps=0,
                              schedule="constant", learning_rate=0.1)  # fmt: skip
-        tx, _ = trainer.create_optimizer(config)
+        tx, _ = training.create_optimizer(config)
         params = {"w": jnp.ones(3)}
         updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
         return updates["w"]

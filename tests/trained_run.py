@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import trainer
+from jaxseg import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISBI_SLICES = 8  # train[:6] trains, train[6:] evaluates.
@@ -82,7 +82,7 @@ def _run(name: str, tmp_path_factory, make_config) -> str:
     if name not in _RUNS:
         root = tmp_path_factory.mktemp(name)
         workdir = str(root / "workdir")
-        trainer.train_and_evaluate(make_config(str(root)), workdir)
+        training.train_and_evaluate(make_config(str(root)), workdir)
         _RUNS[name] = workdir
     return _RUNS[name]
 

@@ -7,6 +7,8 @@ default), ``isbi2012``, ``camvid``, ``voc2012_segmentation`` and ``segmentation_
 from jaxseg.data.builders import Camvid, Isbi2012, SegmentationFolder, Voc2012Segmentation
 from jaxseg.data.pipeline import (
     DecodedSource,
+    EvalLoader,
+    create_eval_loader,
     create_loader,
     eval_batches,
     get_builder,
@@ -21,10 +23,12 @@ __all__ = [
     "Camvid",
     "DatasetSpec",
     "DecodedSource",
+    "EvalLoader",
     "Isbi2012",
     "SegmentationFolder",
     "SyntheticShapes",
     "Voc2012Segmentation",
+    "create_eval_loader",
     "create_loader",
     "eval_batches",
     "get_builder",

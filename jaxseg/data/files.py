@@ -157,13 +157,18 @@ def check_example(image: np.ndarray, mask: np.ndarray, valid_values: np.ndarray,
         )
 
 
+def image_files(folder: str | os.PathLike) -> list[str]:
+    """The image files (``IMAGE_EXTENSIONS``) directly in ``folder``, in name order."""
+    return [
+        os.path.join(folder, name)
+        for name in sorted(os.listdir(folder))
+        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name))
+    ]
+
+
 def list_images(folder: str | os.PathLike) -> dict[str, str]:
     """Maps file stem to path for the image files directly in ``folder``."""
-    return {
-        os.path.splitext(f)[0]: os.path.join(folder, f)
-        for f in sorted(os.listdir(folder))
-        if f.lower().endswith(IMAGE_EXTENSIONS)
-    }
+    return {os.path.splitext(os.path.basename(path))[0]: path for path in image_files(folder)}
 
 
 def open_image_pages(

@@ -25,7 +25,8 @@ from PIL import Image
 
 from jaxseg.data import files, preparation
 from jaxseg.data.builders import SegmentationFolder, SegmentationFolderConfig
-from jaxseg.data.specs import IGNORE_INDEX, INVALID, DatasetSpec
+from jaxseg.data.specs import INVALID, DatasetSpec
+from jaxseg.data.transforms import PadToSize, RandomCrop, ToFloat, pad_batch, padding_like
 
 WeightFn = Callable[[np.ndarray], np.ndarray]
 
@@ -110,63 +111,6 @@ def _file_name(record: dict) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def pad_example(example: dict, size: tuple[int, int], margin: int) -> dict:
-    """Pads by ``margin`` on every side, then at the bottom/right up to at least ``size``.
-
-    The image is mirror-extended (as in the U-Net paper), labels are padded with
-    ``IGNORE_INDEX`` and weights with 0, so padded pixels never count.
-    """
-    h, w = example["label"].shape
-    extra_h, extra_w = max(size[0] - h - 2 * margin, 0), max(size[1] - w - 2 * margin, 0)
-    pad = ((margin, margin + extra_h), (margin, margin + extra_w))
-    out = {"image": np.pad(example["image"], (*pad, (0, 0)), mode="reflect")}  # As inference.
-    out["label"] = np.pad(example["label"], pad, constant_values=IGNORE_INDEX)
-    if "weight" in example:
-        out["weight"] = np.pad(example["weight"], pad)
-    return out
-
-
-@dataclasses.dataclass
-class RandomCrop(grain.transforms.RandomMap):
-    """Training: pad (see ``pad_example``) and take a random ``size`` window."""
-
-    size: tuple[int, int]
-    margin: int = 0
-
-    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
-        example = pad_example(example, self.size, self.margin)
-        h, w = example["label"].shape
-        top = rng.integers(0, h - self.size[0] + 1)
-        left = rng.integers(0, w - self.size[1] + 1)
-        return {
-            k: v[top : top + self.size[0], left : left + self.size[1]] for k, v in example.items()
-        }
-
-
-@dataclasses.dataclass
-class PadToSize(grain.transforms.Map):
-    """Evaluation: pad (see ``pad_example``) to exactly ``size``; a larger image is an error."""
-
-    size: tuple[int, int]
-    margin: int = 0
-
-    def map(self, example: dict) -> dict:
-        h, w = example["label"].shape
-        if h + 2 * self.margin > self.size[0] or w + 2 * self.margin > self.size[1]:
-            raise ValueError(
-                f"evaluation image of size {(h, w)} (+ margin {self.margin}) does not fit the "
-                f"evaluation input size {self.size}; raise config.eval_size"
-            )
-        return {**pad_example(example, self.size, self.margin), "valid": np.bool_(True)}
-
-
-class ToFloat(grain.transforms.Map):
-    """uint8 image -> float32 in [0, 1]."""
-
-    def map(self, example: dict) -> dict:
-        return {**example, "image": example["image"].astype(np.float32) / 255.0}
-
-
 def create_loader(
     spec: DatasetSpec,
     split: str,
@@ -201,6 +145,26 @@ def create_loader(
       worker_count: grain worker processes (0: in this process).
       num_epochs: passes over the data for training (``None``: forever).
     """
+    return _loader(**locals())[0]
+
+
+def _loader(
+    *,
+    spec,
+    split,
+    batch_size,
+    size,
+    train,
+    seed,
+    margin,
+    data_dir,
+    manual_dir,
+    resize_to,
+    weight_fn,
+    worker_count,
+    num_epochs,
+) -> tuple[grain.DataLoader, int]:
+    """``create_loader``'s loader and the number of examples in the whole split."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if min(size) < 1 or margin < 0:
@@ -236,10 +200,10 @@ def create_loader(
             PadToSize(tuple(size), margin),
             ToFloat(),
             grain.transforms.Batch(
-                batch_size, drop_remainder=False, batch_fn=functools.partial(_pad_batch, batch_size)
+                batch_size, drop_remainder=False, batch_fn=functools.partial(pad_batch, batch_size)
             ),
         ]
-    return grain.DataLoader(
+    loader = grain.DataLoader(
         data_source=decoded,
         sampler=sampler,
         operations=ops,
@@ -248,20 +212,63 @@ def create_loader(
             num_threads=max(1, min(8, os.cpu_count() or 1)), prefetch_buffer_size=2 * batch_size
         ),
     )
+    return loader, len(decoded)
 
 
-def _pad_batch(batch_size: int, examples) -> dict:
-    """Stacks examples and pads with all-ignore, invalid examples up to ``batch_size``."""
-    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-    missing = batch_size - len(examples)
-    if missing:
-        batch = {k: np.concatenate([v, _padding_like(k, v, missing)]) for k, v in batch.items()}
-    return batch
+@dataclasses.dataclass(frozen=True)
+class EvalLoader:
+    """One pass over an evaluation split: iterating yields exactly ``num_batches`` batches on
+    every host (``eval_batches``), however the split divides among them."""
+
+    loader: grain.DataLoader
+    num_examples: int  # In the whole split (all hosts).
+    batch_size: int  # Per host.
+
+    @property
+    def num_batches(self) -> int:
+        return num_eval_batches(self.num_examples, self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        return eval_batches(self.loader, self.num_batches)
 
 
-def _padding_like(key: str, value: np.ndarray, count: int) -> np.ndarray:
-    fill = {"label": IGNORE_INDEX, "valid": False}.get(key, 0)
-    return np.full((count, *value.shape[1:]), fill, value.dtype)
+def create_eval_loader(
+    spec: DatasetSpec,
+    split: str,
+    *,
+    batch_size: int,
+    size: tuple[int, int],
+    margin: int = 0,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    resize_to: tuple[int, int] | None = None,
+) -> EvalLoader:
+    """``create_loader(..., train=False)`` as an ``EvalLoader``.
+
+    Raises:
+      ValueError: the split has fewer examples than there are processes (each needs one).
+    """
+    loader, num_examples = _loader(
+        spec=spec,
+        split=split,
+        batch_size=batch_size,
+        size=size,
+        train=False,
+        seed=0,
+        margin=margin,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        resize_to=resize_to,
+        weight_fn=None,
+        worker_count=0,
+        num_epochs=None,
+    )
+    if num_examples < jax.process_count():
+        raise ValueError(
+            f"evaluation split {split!r} has {num_examples} examples, fewer than the "
+            f"{jax.process_count()} processes: every host needs at least one"
+        )
+    return EvalLoader(loader, num_examples, batch_size)
 
 
 def num_eval_batches(num_examples: int, batch_size: int) -> int:
@@ -281,4 +288,4 @@ def eval_batches(loader: grain.DataLoader, num_batches: int) -> Iterator[dict]:
     if last is None and num_batches:
         raise ValueError("this host's share of the evaluation split is empty")
     for _ in range(num_batches - count):
-        yield {k: _padding_like(k, v, v.shape[0]) for k, v in last.items()}
+        yield {k: padding_like(k, v, v.shape[0]) for k, v in last.items()}

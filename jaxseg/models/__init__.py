@@ -70,6 +70,15 @@ def create(name: str, num_classes: int, **overrides) -> nn.Module:
     return constructor(num_classes=num_classes, **overrides)
 
 
+def model_variables(params, batch_stats=None) -> dict:
+    """``{'params': params}``, with ``'batch_stats'`` added when the model has them."""
+    return (
+        {"params": params}
+        if batch_stats is None
+        else {"params": params, "batch_stats": batch_stats}
+    )
+
+
 __all__ = [
     "FCN",
     "MODELS",
@@ -83,6 +92,7 @@ __all__ = [
     "check_unet_input",
     "create",
     "fcn_crop_offsets",
+    "model_variables",
     "transposed_conv",
     "unet_input_size_for_output",
     "unet_output_size",

@@ -2,10 +2,10 @@
 
 The library behind ``python -m jaxseg.predict``; a notebook can call the same functions::
 
-    from jaxseg import checkpoint, prediction
+    from jaxseg import runs
 
-    trained = checkpoint.load_trained("workdirs/unet")
-    report = prediction.predict_files(trained, ["photos/"], "preds/", probabilities=True)
+    trained = runs.load_trained("workdirs/unet")
+    report = runs.predict_files(trained, ["photos/"], "preds/", probabilities=True)
 
 Inputs are files, or folders whose image files (``files.IMAGE_EXTENSIONS``: PNG, JPEG, TIFF,
 BMP) directly inside are taken in name order; sub-folders are not entered. Every image is read
@@ -40,8 +40,8 @@ import numpy as np
 from PIL import Image
 
 from jaxseg import inference, resize, visualize
-from jaxseg.checkpoint import Trained
 from jaxseg.data import files
+from jaxseg.runs.loading import Trained
 
 PROBABILITY_DTYPES = ("float32", "float16")
 _BAND = 256  # Rows per band when making masks and overlays of large images.
@@ -76,15 +76,7 @@ def expand_inputs(paths: Sequence[str]) -> list[str]:
     """
     expanded = []
     for path in paths:
-        if os.path.isdir(path):
-            expanded += [
-                os.path.join(path, name)
-                for name in sorted(os.listdir(path))
-                if name.lower().endswith(files.IMAGE_EXTENSIONS)
-                and os.path.isfile(os.path.join(path, name))
-            ]
-        else:
-            expanded.append(path)
+        expanded += files.image_files(path) if os.path.isdir(path) else [path]
     return expanded
 
 
@@ -210,7 +202,7 @@ def predict_files(
     """Predicts image files and folders with one ``Predictor`` (compiled tile batches reused).
 
     Args:
-      trained: from ``jaxseg.checkpoint.load_trained``.
+      trained: from ``jaxseg.runs.load_trained``.
       inputs: image files and folders (see the module doc).
       output_dir: created if missing.
       tta: test-time augmentation: ``None``, ``'flips'``, ``'rotations'``, ``'dihedral'``.

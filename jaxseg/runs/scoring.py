@@ -17,7 +17,6 @@ challenge's "pixel error", 1 - the maximal F-score, as ``isbi_pixel_error``), as
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from typing import Any
@@ -25,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from jaxseg import data, isbi_metrics, metrics
-from jaxseg.checkpoint import Trained
-from jaxseg.prediction import predict_image
+from jaxseg.runs.image_files import predict_image
+from jaxseg.runs.loading import Trained
+from jaxseg.summary import jsonable
 
 MEMBRANE_DATASETS = ("isbi2012",)  # Binary membrane (0) / cell (1) data scored the ISBI way.
 
@@ -55,7 +55,7 @@ def evaluate_split(
     """Runs the model over every image of a split and computes its metrics.
 
     Args:
-      trained: from ``jaxseg.checkpoint.load_trained``.
+      trained: from ``jaxseg.runs.load_trained``.
       split: a TFDS split (slices allowed, ``'train[20:]'``); default ``default_split``.
       tta: test-time augmentation: ``None``, ``'flips'``, ``'rotations'``, ``'dihedral'``.
       tile_size: input tile (window) size; ``None``: ``jaxseg.inference.for_model``'s default.
@@ -121,7 +121,7 @@ def evaluate_split(
     }
     if isbi:
         result.update(_isbi(cell_probabilities, labels))
-    return _finite_or_none(result)
+    return jsonable(result)
 
 
 def _isbi(cell_probabilities: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, Any]:
@@ -136,16 +136,6 @@ def _isbi(cell_probabilities: list[np.ndarray], labels: list[np.ndarray]) -> dic
         }
     per_slice = [isbi_metrics.isbi_scores(p, t) for p, t in zip(cell_probabilities, labels)]
     return {"isbi": {key: float(np.mean([s[key] for s in per_slice])) for key in per_slice[0]}}
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_json(result: dict[str, Any], path: str) -> None:
