@@ -4,7 +4,13 @@
     python benchmarks/large_image_benchmark.py --size 2048
 
 Reports wall time, tiles/s and peak host memory (``ru_maxrss``), and writes them with the
-configuration and machine information to ``benchmarks/results/large_image.json``. Parameters
+configuration and machine information to ``benchmarks/results/large_image.json``.
+
+Against PyTorch: the same network (``tests/torch_reference.TorchUNet``, the same weights) runs
+the same tile batches eagerly under ``torch.inference_mode()``, alternating with the jitted
+jaxseg network batch by batch for ``--torch-rounds`` rounds, so that load on the machine touches
+both; the ratio of their tiles/s (network only: no tiling or stitching on either side) is
+reported per round, with its median and spread. ``--torch-rounds 0`` skips it. Parameters
 are random (timing does not depend on them). Peak memory should be the image, the float32
 ``[H, W, K]`` output and a few tile batches: nothing scales with the image beyond those two.
 """
@@ -30,6 +36,8 @@ from machine import machine_info  # noqa: E402
 
 from jaxseg import inference, models  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 MIB = 2**20
 
 
@@ -46,6 +54,7 @@ def main() -> None:
     parser.add_argument("--output-tile", type=int, default=772, help="desired output tile size")
     parser.add_argument("--tile-batch-size", type=int, default=2)
     parser.add_argument("--tta", default=None, help="None, or a preset: flips, rotations, dihedral")
+    parser.add_argument("--torch-rounds", type=int, default=3, help="0: no PyTorch comparison")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results/large_image.json"))
     args = parser.parse_args()
 
@@ -79,6 +88,9 @@ def main() -> None:
     assert np.allclose(probs.sum(-1), 1.0, atol=1e-4)
 
     tiles = rows * cols * len(predictor.tta)
+    versus_torch = None
+    if args.torch_rounds:
+        versus_torch = torch_comparison(model, variables, args, tile, predictor.tile_batch_size)
     result = {
         "benchmark": "large_image_overlap_tile",
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -109,12 +121,60 @@ def main() -> None:
         "output_mib": round(probs.nbytes / MIB, 1),
         "tile_batch_input_mib": round(predictor.tile_batch_size * tile**2 * 4 / MIB, 2),
         "load_average_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "network_only_vs_pytorch": versus_torch,
         "machine": machine_info(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     print(f"wrote {args.out}")
+
+
+def torch_comparison(model, variables, args, tile: int, batch: int) -> dict:
+    """Tiles/s of the network alone, jitted jaxseg against PyTorch eager, alternating."""
+    import torch
+    from torch_reference import TorchUNet, load_unet
+
+    net = TorchUNet(1, args.num_classes, depth=args.depth, base=args.base_features, padding=0)
+    load_unet(net, jax.device_get(variables["params"]))
+    net.eval()
+    forward = jax.jit(lambda x: model.apply(variables, x))
+    x = np.random.default_rng(1).random((batch, tile, tile, 1), dtype=np.float32)
+    x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    with torch.inference_mode():
+        ours, theirs = np.asarray(forward(x)), net(x_torch).numpy().transpose(0, 2, 3, 1)
+    max_diff = float(np.abs(ours - theirs).max())  # Same weights, same network: round-off.
+
+    def time_jax() -> float:
+        start = time.perf_counter()
+        forward(x).block_until_ready()
+        return time.perf_counter() - start
+
+    def time_torch() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            net(x_torch)
+        return time.perf_counter() - start
+
+    rounds = []
+    for r in range(args.torch_rounds):
+        pair = (time_jax, time_torch) if r % 2 == 0 else (time_torch, time_jax)
+        seconds = {f.__name__: f() for f in pair}
+        jax_tps, torch_tps = batch / seconds["time_jax"], batch / seconds["time_torch"]
+        rounds.append({"jaxseg_tiles_per_s": round(jax_tps, 3),
+                       "pytorch_tiles_per_s": round(torch_tps, 3),
+                       "ratio": round(jax_tps / torch_tps, 3)})  # fmt: skip
+    ratios = [r["ratio"] for r in rounds]
+    return {
+        "what": f"forward of one batch of {batch} {tile}x{tile} tiles, rounds alternate the order",
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "max_abs_difference": max_diff,
+        "rounds": rounds,
+        "ratio_median": float(np.median(ratios)),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
 
 
 if __name__ == "__main__":
