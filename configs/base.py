@@ -15,6 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
         {"padding": "SAME", "base_features": 16, "depth": 3}
     )
     config.dtype = "float32"  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+    # Input normalisation (jaxseg.models.normalization): 'unit' ([0, 1]), 'imagenet', 'caffe'
+    # (BGR, mean subtracted on 0-255) or 'statistics' (normalization_stats, or the train split's).
+    config.normalization = "unit"
+    config.normalization_stats = ()  # ((mean, ...), (std, ...)) per channel on [0, 1].
 
     # Data: a name from jaxseg.data.SPECS, or 'folder:NAME' for your own images/ + masks/.
     config.dataset = "synthetic_shapes"
@@ -38,6 +42,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 400
     config.log_every_steps = 50
     config.seed = 0
+
+    # Start: '' (random), pretrained weights (a .safetensors/.npz/.pth file or 'hf-hub:ORG/NAME',
+    # read by jaxseg.models.pretrained), or another run's workdir (fine-tuning: matched by name).
+    config.init_from = ""
+    config.init_exclude = ()  # Glob patterns of parameters to keep fresh, e.g. ('score_*',).
+    config.frozen = ()  # Glob patterns of parameters not trained (their batch-norm stats too).
+    config.lr_multipliers = ()  # ((pattern, factor), ...), e.g. (('encoder', 0.1),).
 
     # Optimizer and schedule.
     config.optimizer = "adamw"  # 'sgd', 'adam' or 'adamw'.

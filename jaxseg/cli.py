@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from jaxseg.errors import UserError, one_line
 
 TTA_CHOICES = ["none", "flips", "rotations", "dihedral"]
+flags.disclaim_key_flags()  # Flags defined here belong to the command that asks: its --help.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ class RunFlags:
 
 def define_run_flags(*, tiling: bool = True) -> RunFlags:
     """``--workdir`` and ``--latest``; with ``tiling``, also ``--tta``, ``--tile_size`` and
-    ``--tile_batch_size``."""
+    ``--tile_batch_size``. The calling command's ``--help`` lists them."""
     workdir = flags.DEFINE_string("workdir", None, "Run directory written by jaxseg.train.")
     latest = flags.DEFINE_bool("latest", False, "Use the latest checkpoint, not the best.")
     if not tiling:
@@ -102,6 +103,9 @@ def _guarded(main, user_errors, verbosity, argv) -> int:
     compile_cache.enable()  # A second start skips compiling (JAXSEG_COMPILE_CACHE=0: off).
     try:
         return main(argv)
+    except app.UsageError as e:  # Stray arguments, a missing input: one line, as a bad flag.
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     except user_errors as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -47,4 +47,4 @@ def _number(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    cli.run(main, required=["workdir"], user_errors=(FileNotFoundError, ValueError))
+    cli.run(main, required=["workdir"], user_errors=(OSError, ValueError))

@@ -58,4 +58,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main, required=["workdir", "output"], user_errors=(FileNotFoundError, ValueError))
+    cli.run(main, required=["workdir", "output"], user_errors=(OSError, ValueError))

@@ -67,4 +67,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     # Per-file errors are in the report; these are the run's or the options'.
-    cli.run(main, required=["workdir", "output"], user_errors=(FileNotFoundError, ValueError))
+    cli.run(main, required=["workdir", "output"], user_errors=(OSError, ValueError))

@@ -56,8 +56,9 @@ def main(argv) -> int:
 
     parallel.initialize_distributed()
     config = _CONFIG.value
-    with errors.as_user_errors(ValueError):  # Check the config before choosing a workdir.
-        training.resolve(config)
+    # Check the config (and that the data is there) before choosing a workdir.
+    with errors.as_user_errors(ValueError, FileNotFoundError):
+        training.resolve(training.complete_config(config))
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     print(f"workdir: {os.path.abspath(workdir)}")
     training.train_and_evaluate(config, workdir)

@@ -20,7 +20,7 @@ import safetensors.numpy
 
 from jaxseg import models
 from jaxseg.errors import UserError
-from jaxseg.models import convert, weights
+from jaxseg.models import convert, pretrained, weights
 from jaxseg.models.vgg import VGG16
 
 torch = pytest.importorskip("torch")
@@ -98,14 +98,14 @@ def test_full_vgg16_safetensors_loads_into_fcn32s(full_vgg16):
 
 
 def test_fcn_trunk_matches_caffe_style_torch_vgg16(narrow_vgg16, tmp_path):
-    path = tmp_path / "narrow.safetensors"
-    safetensors.torch.save_file(narrow_vgg16.state_dict(), path)
+    safetensors.torch.save_file(narrow_vgg16.state_dict(), path := tmp_path / "w.safetensors")
     fcn = models.create("fcn32s", num_classes=21, **NARROW_FCN)
     x = np.random.default_rng(2).standard_normal((2, 32, 40, 3), np.float32)
-    params, _ = convert.load_fcn_vgg16(fresh_params(fcn, x.shape), path)
+    got, report = pretrained.load_pretrained("fcn32s", {"params": fresh_params(fcn, x.shape)}, path)
+    assert report["fresh"] == ["params/score_fr/bias", "params/score_fr/kernel"]
     capture = lambda module, _: module.name in ("vgg16", "conv5_3")  # noqa: E731
     apply = lambda p, x: fcn.apply({"params": p}, x, capture_intermediates=capture)  # noqa: E731
-    _, state = jax.jit(apply)(params, x)
+    _, state = jax.jit(apply)(got["params"], x)
     trunk = state["intermediates"]["vgg16"]
     expected = {k: nhwc(v) for k, v in ref.fcn_trunk(narrow_vgg16, nchw(x)).items()}
     for key in ("pool3", "pool4", "fc7"):
@@ -124,10 +124,12 @@ def test_timm_layout_converts_like_torchvision_and_matches_timm_forward(narrow_v
     timm_state = numpy_state(timm_model)
     assert weights.detect_layout(timm_state) == "timm_vgg16"
     assert timm_state["pre_logits.fc1.weight"].ndim == 4
-    from_tv, from_timm = convert.vgg16_to_fcn(tv_state), convert.vgg16_to_fcn(timm_state)
-    jax.tree.map(np.testing.assert_array_equal, from_tv, from_timm)
-    _, unused = convert.convert_vgg16(timm_state)
-    assert unused == ["head.fc.bias", "head.fc.weight"]
+    fcn8s = fresh_params(models.create("fcn8s", num_classes=3, **NARROW_FCN), (1, 32, 32, 3))
+    from_timm, report = pretrained.load_pretrained("fcn8s", {"params": fcn8s}, timm_state)
+    from_tv = convert.vgg16_to_fcn(tv_state)["params"]["vgg16"]
+    jax.tree.map(np.testing.assert_array_equal, from_tv, from_timm["params"]["vgg16"])
+    assert report["dropped"] == ["head.fc.bias", "head.fc.weight"]
+    assert all("score" in p for p in report["fresh"])  # score_*, upscore*: the FCN's own.
 
     # Without the 100-pixel padding a 224 x 224 input gives a 7 x 7 pool5: fc7 is then one
     # position, torchvision's classifier (through its second ReLU) and timm's pre_logits.
@@ -286,9 +288,8 @@ def test_conv_and_batch_norm_helpers_match_torch_resnet_stem():
     assert set(conv) == {"kernel"} and conv["kernel"].shape == (7, 7, 3, 8)
     bn, stats = convert.batch_norm(reader, "bn1")
     assert reader.dropped == ["bn1.num_batches_tracked"]
-    assert reader.taken == set(
-        "conv1.weight bn1.weight bn1.bias bn1.running_mean bn1.running_var".split()
-    )
+    taken = "conv1.weight bn1.weight bn1.bias bn1.running_mean bn1.running_var"
+    assert reader.taken == set(taken.split())
     conv_layer = nn.Conv(8, (7, 7), strides=2, padding=3, use_bias=False)
     stem = nn.Sequential([conv_layer, nn.BatchNorm(use_running_average=True), nn.relu])
     variables = {"params": {"layers_0": conv, "layers_1": bn}, "batch_stats": {"layers_1": stats}}

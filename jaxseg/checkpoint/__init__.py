@@ -21,6 +21,7 @@ from jaxseg.checkpoint.orbax_io import (
     create_manager,
     restore,
     save,
+    saved_arrays,
 )
 from jaxseg.checkpoint.recovery import open_read_only, restore_newest, resume
 
@@ -37,4 +38,5 @@ __all__ = [
     "restore_newest",
     "resume",
     "save",
+    "saved_arrays",
 ]

@@ -195,3 +195,23 @@ def restore(
         return manager.restore(step, args=ocp.args.Composite(**items))["state"]
     except Exception as e:  # Its names and shapes fit (checked above): the files are at fault.
         raise _damaged(manager.directory, step, e) from e
+
+
+def saved_arrays(manager: ocp.CheckpointManager, step: int, keys=("params", "batch_stats")) -> dict:
+    """The arrays of the state's entries ``keys`` in checkpoint ``step``, with their saved
+    shapes (those without arrays are left out): to start another model from them without
+    building the model that wrote them. Read as ``restore(..., partial=True)`` reads."""
+    try:
+        metadata = manager.item_metadata(step)["state"]
+    except Exception as e:  # Orbax and TensorStore raise many kinds on unreadable files.
+        raise _damaged(manager.directory, step, e) from e
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {
+        key: jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+            metadata[key],
+        )
+        for key in keys
+        if key in metadata and jax.tree.leaves(metadata[key])
+    }
+    return restore(manager, step, abstract, partial=True)

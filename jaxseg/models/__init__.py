@@ -18,8 +18,10 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from jaxseg.models.fcn import FCN, fcn_crop_offsets
+from jaxseg.models.fcn_resnet import FCNResNet
 from jaxseg.models.geometry import Geometry
 from jaxseg.models.layers import UpConv, bilinear_kernel, transposed_conv
+from jaxseg.models.normalization import Normalized, normalized
 from jaxseg.models.simple import SimpleFCN, SimpleUNet
 from jaxseg.models.sizes import (
     check_unet_input,
@@ -28,6 +30,7 @@ from jaxseg.models.sizes import (
     valid_unet_input_sizes,
 )
 from jaxseg.models.unet import UNet
+from jaxseg.models.unet_encoder import EncoderUNet
 from jaxseg.models.vgg import VGG16
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -37,6 +40,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn16s": functools.partial(FCN, output_stride=16),
     "fcn8s": functools.partial(FCN, output_stride=8),
     "unet": UNet,
+    # Pretrainable encoders (torchvision / timm / segmentation_models_pytorch layouts).
+    "encoder_unet": EncoderUNet,  # model_kwargs.encoder_name: vgg16, vgg16_bn, resnet18/34/50.
+    "fcn_resnet50": functools.partial(FCNResNet, depth=50),
+    "fcn_resnet101": functools.partial(FCNResNet, depth=101),
 }
 
 
@@ -49,7 +56,8 @@ def create(name: str, num_classes: int, **overrides) -> nn.Module:
     """Builds the model called ``name`` with ``num_classes`` output channels.
 
     Args:
-      name: one of ``MODELS``: simple_fcn, simple_unet, fcn32s, fcn16s, fcn8s, unet.
+      name: one of ``MODELS``: simple_fcn, simple_unet, fcn32s, fcn16s, fcn8s, unet,
+        encoder_unet, fcn_resnet50, fcn_resnet101.
       num_classes: number of output classes (logit channels).
       **overrides: model fields, e.g. ``padding='SAME'``, ``dtype=jnp.bfloat16``.
 
@@ -81,7 +89,10 @@ def model_variables(params, batch_stats=None) -> dict:
 
 __all__ = [
     "FCN",
+    "EncoderUNet",
+    "FCNResNet",
     "MODELS",
+    "Normalized",
     "Geometry",
     "VGG16",
     "SimpleFCN",
@@ -93,6 +104,7 @@ __all__ = [
     "create",
     "fcn_crop_offsets",
     "model_variables",
+    "normalized",
     "transposed_conv",
     "unet_input_size_for_output",
     "unet_output_size",

@@ -5,6 +5,7 @@ compute a cross-correlation, so the kernel is a transpose, no flip. A ``Linear``
 ``[out, in]`` and ``nn.Dense`` ``[in, out]``. Batch norm: ``weight``/``bias`` are Flax's
 ``scale``/``bias`` params, ``running_mean``/``running_var`` its ``mean``/``var`` batch stats
 (PyTorch's eps is 1e-5, as Flax's default; ``num_batches_tracked`` has no Flax counterpart).
+``torch_to_flax`` applies these by name to a whole state dict (``jaxseg.models.resnet``'s rule).
 
 VGG16 to FCN (Long et al. 2015, section 3.1): fc6 and fc7 are VGG's first two classifier layers
 "convolutionalised". torchvision flattens pool5 ``[512, 7, 7]`` in (C, H, W) order, so row ``o`` of
@@ -21,10 +22,12 @@ explicitly dropped, and shapes must agree; otherwise one ``UserError`` lists eve
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from jaxseg.errors import UserError
 from jaxseg.models.vgg import VGG16_BLOCKS
@@ -127,13 +130,55 @@ def batch_norm(state, prefix: str) -> tuple[dict, dict]:
     """``({'scale', 'bias'}, {'mean', 'var'})``: the params and batch stats of ``nn.BatchNorm``
     from ``prefix.weight/bias/running_mean/running_var`` (``num_batches_tracked`` dropped)."""
     params = {"scale": _take(state, f"{prefix}.weight"), "bias": _take(state, f"{prefix}.bias")}
-    stats = {
-        "mean": _take(state, f"{prefix}.running_mean"),
-        "var": _take(state, f"{prefix}.running_var"),
-    }
+    stats = {stat: _take(state, f"{prefix}.running_{stat}") for stat in ("mean", "var")}
     if isinstance(state, StateReader):
         state.drop(f"{prefix}.num_batches_tracked")
     return params, stats
+
+
+# Tensor name -> (collection, Flax leaf); a ``weight`` of rank >= 2 is a ``kernel`` instead.
+TORCH_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+                "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}  # fmt: skip
+
+
+def torch_to_flax(state: Mapping[str, np.ndarray], *, prefix_map=None) -> dict:
+    """A PyTorch state dict as ``{'params': tree, 'batch_stats': tree}``, by names alone.
+
+    The rule: split the key on ``.``; join every all-digit module component to the one before it
+    with ``_`` (``layer1.0.downsample.1`` -> ``layer1_0/downsample_1``); a ``weight`` of rank >= 3
+    (convolution ``[O, I, *window]``) -> ``kernel`` ``[*window, I, O]``, of rank 2 (``Linear``)
+    -> ``nn.Dense``'s ``kernel`` ``[in, out]``, of rank 1 (a norm) -> ``scale``; ``bias`` ->
+    ``bias``; ``running_mean``/``running_var`` -> ``batch_stats`` ``mean``/``var``;
+    ``num_batches_tracked`` is dropped. ``prefix_map`` (``{torch module prefix: Flax path}``,
+    ``''`` matching every key; the longest match wins) relocates keys first, e.g.
+    ``{'': 'encoder'}``: ``conv1.weight`` -> ``params/encoder/conv1/kernel``.
+
+    Raises:
+      UserError: a tensor name outside the rule, or two keys mapping to one Flax path.
+    """
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    prefix_map = dict(prefix_map or {})
+    for key, value in sorted(state.items()):
+        prefix = max((p for p in prefix_map if p == "" or key.startswith(p + ".")), key=len,
+                     default=None)  # fmt: skip
+        name = key if prefix is None else ".".join(filter(None, (
+            prefix_map[prefix].replace("/", "."), key[len(prefix) :].lstrip("."))))  # fmt: skip
+        *path, leaf = re.sub(r"\.(\d+)(?=\.)", r"_\1", name).split(".")
+        value = np.asarray(value)
+        if leaf == "weight" and value.ndim >= 2:  # OI[window] -> [window]IO; a Linear's OI -> IO.
+            collection, leaf = "params", "kernel"
+            value = np.ascontiguousarray(np.moveaxis(value, (0, 1), (-1, -2)))
+        elif leaf in TORCH_LEAVES:
+            collection, leaf = TORCH_LEAVES[leaf]
+        elif leaf == "num_batches_tracked":
+            continue
+        else:
+            raise UserError(f"tensor {key!r}: {leaf!r} is no weight, bias or running statistic")
+        if (collection, *path, leaf) in flat:
+            raise UserError(f"two tensors map to {'/'.join([collection, *path, leaf])} ({key!r})")
+        flat[(collection, *path, leaf)] = value
+    tree = traverse_util.unflatten_dict(flat)
+    return {"params": tree.get("params", {}), "batch_stats": tree.get("batch_stats", {})}
 
 
 def convert_vgg16(
@@ -174,26 +219,12 @@ def vgg16_to_fcn(state: Mapping[str, np.ndarray], *, name: str = "vgg16") -> dic
     return convert_vgg16(state, name=name)[0]
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, path + "/"))
-        else:
-            flat[path] = value
-    return flat
+def _flatten(tree: Mapping) -> dict[str, object]:
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def _unflatten(flat: Mapping[str, object]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
+    return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
 def _matches(path: str, patterns: Iterable[str]) -> bool:

@@ -43,11 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import resize, tiling
+from jaxseg.models import normalization
 from jaxseg.runs.loading import Trained, load_trained
 from jaxseg.serving import sidecar_path
 
 FORMAT = "jaxseg.export"
 VERSION = 1
+PLATFORMS = {"cpu", "cuda", "rocm", "tpu"}  # What jax.export lowers for.
 
 
 def _padded_size(model, size: int) -> tuple[int, int]:
@@ -111,6 +113,9 @@ def export_model(
       ValueError: one of height/width without the other, a non-positive size, or symbolic
         sizes for a model that needs a fixed one.
     """
+    unknown = sorted(set(platforms or ()) - PLATFORMS)
+    if unknown:
+        raise ValueError(f"unknown platform(s) {unknown}; choose from {sorted(PLATFORMS)}")
     if (height is None) != (width is None):
         raise ValueError("give both height and width, or neither (symbolic size)")
     if height is not None and (height < 1 or width < 1):
@@ -158,6 +163,9 @@ def export_model(
             "value_range": [0, 255],
         },
         "resize_to": None if resize_to is None else list(resize_to),
+        "normalization": normalization.describe(
+            config.get("normalization", "unit"), channels, config.get("normalization_stats", ())
+        ),  # Applied inside the function (the model's first step); inputs stay uint8.
         "outputs": {
             "probabilities": "float32 [batch, height, width, num_classes]: softmax",
             "classes": "int32 [batch, height, width]: argmax class ids",

@@ -21,6 +21,7 @@ import ml_collections
 from jaxseg import checkpoint, inference
 from jaxseg.data import DatasetSpec
 from jaxseg.errors import UserError
+from jaxseg.models import model_variables
 from jaxseg.summary import CONFIG_FILE
 from jaxseg.training.setup import resolve_model
 
@@ -118,7 +119,13 @@ def load_trained(workdir: str, *, best: bool = True) -> Trained:
     config = read_config(workdir)
     try:
         spec, model = resolve_model(config)
+        if len(config.resize_to) not in (0, 2):
+            raise ValueError(f"resize_to must be () or (height, width); got {config.resize_to}")
         input_shape = (1, *config.input_size, spec.num_channels)
+        # The variables' shapes (nothing is initialised): parameters and batch statistics only.
+        shapes = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
+        )
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         raise UserError(f"{os.path.join(workdir, CONFIG_FILE)}: {e}") from e
 
@@ -135,13 +142,10 @@ def load_trained(workdir: str, *, best: bool = True) -> Trained:
     order = [best_step] if best_step is not None else []
     order += [s for s in newest_first if s != best_step]
 
-    # The variables' shapes (nothing is initialised); only those arrays are read.
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
-    )
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), dict(abstract)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        model_variables(shapes["params"], shapes.get("batch_stats")),
     )
     try:  # A damaged checkpoint is named on stderr and the next one tried; none is moved.
         step, variables = checkpoint.restore_newest(

@@ -9,7 +9,7 @@ preemption and the workdir lock beside it.
 from jaxseg.training.accumulation import accumulate_gradients
 from jaxseg.training.loop import train_and_evaluate
 from jaxseg.training.optimizer import create_optimizer
-from jaxseg.training.setup import DTYPES, Setup, resolve, resolve_model
+from jaxseg.training.setup import DTYPES, Setup, complete_config, resolve, resolve_model
 from jaxseg.training.state import TrainState, create_train_state
 from jaxseg.training.steps import eval_step, train_step
 
@@ -18,6 +18,7 @@ __all__ = [
     "Setup",
     "TrainState",
     "accumulate_gradients",
+    "complete_config",
     "create_optimizer",
     "create_train_state",
     "eval_step",

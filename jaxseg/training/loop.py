@@ -16,12 +16,13 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jaxseg import checkpoint, data, errors, flops, parallel, summary
+from jaxseg import checkpoint, data, errors, flops, parallel, summary, xla_options
 from jaxseg.data import weight_map
 from jaxseg.training import steps, validation, workdir_lock
+from jaxseg.training.init import initialized_state
 from jaxseg.training.optimizer import create_optimizer
 from jaxseg.training.preemption import Preemption
-from jaxseg.training.setup import DTYPES, Setup, resolve
+from jaxseg.training.setup import DTYPES, Setup, complete_config, resolve
 from jaxseg.training.state import create_train_state
 
 
@@ -40,7 +41,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         devices, a workdir in use, a checkpoint that does not match the model or none that can
         be read. Nothing is left in ``workdir`` by these (a lock file is removed again).
     """
-    with errors.as_user_errors(ValueError):  # resolve's checks, and those of data and models.
+    with errors.as_user_errors(ValueError, FileNotFoundError):  # Config, data and model checks.
+        config = complete_config(config)
         setup = resolve(config)
     with workdir_lock.hold(workdir):
         return _train_and_evaluate(config, workdir, setup)
@@ -51,12 +53,15 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
     if setup.spec.license_note:
         print(f"Dataset {setup.spec.name}: {setup.spec.license_note}")
     tx, schedule = create_optimizer(config)
-    state = jax.device_put(create_train_state(config, setup, tx), replicated)
+    with errors.as_user_errors(ValueError, FileNotFoundError):  # Parameter groups, weights.
+        state = initialized_state(config, create_train_state(config, setup, tx))
+    state = jax.device_put(state, replicated)
     train_fn = jax.jit(
         functools.partial(steps.train_step, config=config, aug=setup.augment),
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
+        compiler_options=xla_options.compiler_options(),  # CPU: XLA's own convolutions.
     )
     eval_fn = jax.jit(
         functools.partial(

@@ -10,6 +10,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from jaxseg import augment, data, models, parallel
+from jaxseg.models.normalization import channel_statistics
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -40,20 +41,55 @@ def _positive(config, *names):
             raise ValueError(f"config.{name} must be a positive integer (or pair); got {value!r}")
 
 
+def dataset_spec(config: ml_collections.ConfigDict) -> data.DatasetSpec:
+    """The spec of the dataset a config names (``folder:`` datasets take the class names and
+    ignore label from the config)."""
+    folder = {"class_names": tuple(config.class_names), "ignore_label": config.ignore_label}
+    return data.get_spec(config.dataset, **(folder if config.dataset.startswith("folder:") else {}))
+
+
 def resolve_model(config: ml_collections.ConfigDict) -> tuple[data.DatasetSpec, nn.Module]:
-    """The dataset spec and the model a config names (all a trained run needs to be used).
+    """The dataset spec and the model a config names, its input normalisation included (all a
+    trained run needs to be used).
 
     Raises:
-      ValueError: an unknown dataset, model, model field or dtype.
+      ValueError: an unknown dataset, model, model field, dtype or normalisation.
     """
     if config.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {config.dtype!r}; choose one of {tuple(DTYPES)}")
-    folder = {"class_names": tuple(config.class_names), "ignore_label": config.ignore_label}
-    spec = data.get_spec(config.dataset, **(folder if config.dataset.startswith("folder:") else {}))
+    spec = dataset_spec(config)
     model = models.create(
         config.model, spec.num_classes, dtype=DTYPES[config.dtype], **config.model_kwargs.to_dict()
     )
-    return spec, model
+    # Runs written before normalisation was a config field saw [0, 1] inputs.
+    name, stats = config.get("normalization", "unit"), config.get("normalization_stats", ())
+    if name == "statistics" and not stats:
+        raise ValueError(
+            "config.normalization='statistics' needs config.normalization_stats (means, stds); "
+            "training computes them from the training split"
+        )
+    return spec, models.normalized(model, name, spec.num_channels, stats)
+
+
+def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with what training derives from the data filled in: the training split's
+    per-channel statistics for ``normalization='statistics'`` without ``normalization_stats``
+    (a copy; ``config`` itself is returned when nothing is missing). The run's ``config.json``
+    records the result, so prediction and export normalise as training did."""
+    if config.get("normalization") != "statistics" or config.normalization_stats:
+        return config
+    spec = dataset_spec(config)
+    builder = data.get_builder(spec, data_dir=config.data_dir, manual_dir=config.manual_dir)
+    source = data.DecodedSource(
+        builder.as_data_source(config.train_split or spec.train_split),
+        spec,
+        tuple(config.resize_to) or None,
+    )
+    mean, std = channel_statistics(source[i]["image"] for i in range(len(source)))
+    completed = ml_collections.ConfigDict(config.to_dict())
+    completed.normalization_stats = (tuple(mean), tuple(std))
+    print(f"normalization statistics of {spec.name}: mean {mean}, std {std}")
+    return completed
 
 
 def resolve(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:

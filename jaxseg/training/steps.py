@@ -8,11 +8,13 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
 from jaxseg import augment, data, losses, metrics
 from jaxseg.models import model_variables
 from jaxseg.models.layers import center_crop
 from jaxseg.training.accumulation import accumulate_gradients
+from jaxseg.training.optimizer import matches
 from jaxseg.training.state import TrainState
 
 
@@ -86,8 +88,21 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
             linear_in_logits=not loss_weights.get("dice"),
         )
         loss, parts = total_fn(sums)
+    frozen = tuple(config.get("frozen", ()))
+    if frozen and batch_stats is not None:  # A frozen layer's statistics stay as they were.
+        batch_stats = keep_frozen(state.batch_stats, batch_stats, frozen)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return new_state, {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads)}
+
+
+def keep_frozen(old, new, patterns):
+    """``new`` batch statistics, with those of modules matching ``patterns`` taken from ``old``."""
+    old_flat, new_flat = traverse_util.flatten_dict(old), traverse_util.flatten_dict(new)
+    kept = {
+        path: old_flat[path] if matches("/".join(path), patterns) else value
+        for path, value in new_flat.items()
+    }
+    return traverse_util.unflatten_dict(kept)
 
 
 def eval_step(state: TrainState, batch: dict, *, num_classes: int, num_samples: int):
