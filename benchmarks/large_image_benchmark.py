@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import machine_info  # noqa: E402
 
 from jaxseg import inference, models  # noqa: E402
+from jaxseg.xla_options import compiler_options  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -138,7 +139,8 @@ def torch_comparison(model, variables, args, tile: int, batch: int) -> dict:
     net = TorchUNet(1, args.num_classes, depth=args.depth, base=args.base_features, padding=0)
     load_unet(net, jax.device_get(variables["params"]))
     net.eval()
-    forward = jax.jit(lambda x: model.apply(variables, x))
+    # Compiled as the Predictor compiles its tiles (jaxseg.xla_options on CPU).
+    forward = jax.jit(lambda x: model.apply(variables, x), compiler_options=compiler_options())
     x = np.random.default_rng(1).random((batch, tile, tile, 1), dtype=np.float32)
     x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     with torch.inference_mode():

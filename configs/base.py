@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.manual_dir = placeholder(str)  # Your copy of the raw data, for datasets that need one.
     config.class_names = ()  # Folder datasets only: one name per class.
     config.ignore_label = placeholder(int)  # Folder datasets only: stored label value to ignore.
+    config.num_channels = 3  # Folder datasets only: image channels, checked against every file.
     config.train_split = ""  # '' = the dataset's default training split.
     config.eval_split = ""  # '' = the dataset's default evaluation split.
     config.input_size = (64, 64)  # (height, width) of training crops fed to the model.
@@ -74,4 +75,5 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Logging: images written to TensorBoard at each evaluation.
     config.num_log_images = 4
+    config.loggers = ("tensorboard",)  # Add 'wandb' for W&B (pip install 'jaxseg[wandb]').
     return config

@@ -1,8 +1,15 @@
-"""FCN-32s on VGG16, PASCAL VOC 2012 segmentation (21 classes, 255 ignored).
+"""FCN-32s on VGG16, PASCAL VOC 2012 segmentation (21 classes, 255 ignored), from ImageNet.
 
-The FCN paper's recipe, with the loss averaged over pixels instead of summed: SGD with momentum
-0.9, weight decay 5e-4, a polynomial learning-rate decay, random 320x320 crops and whole-image
-evaluation padded to 512x512. VOC data: see its own terms (research use).
+The FCN paper's recipe, with the loss averaged over pixels instead of summed: the VGG16 trunk
+starts from ImageNet classification weights (fc6/fc7 convolutionalised; torchvision's weights, so
+ImageNet mean/std input normalisation), SGD with momentum 0.9, weight decay 5e-4, a polynomial
+learning-rate decay, random 320x320 crops and whole-image evaluation padded to 512x512. VOC data:
+see its own terms (research use).
+
+The weights come from the Hugging Face hub (downloaded once into its cache). Offline, either
+fill that cache (``hf download timm/vgg16.tv_in1k model.safetensors`` where there is network) or
+save torchvision's ``vgg16(weights='IMAGENET1K_V1').state_dict()`` with safetensors and pass its
+path as ``--config.init_from``; ``--config.init_from=''`` trains from scratch.
 
     python -m jaxseg.train --config configs/fcn32s.py --workdir workdirs/fcn32s \
         --config.manual_dir=/path/to/VOCdevkit
@@ -15,6 +22,8 @@ def get_config():
     config = base.get_config()
     config.model = "fcn32s"
     config.model_kwargs = {}
+    config.init_from = "hf-hub:timm/vgg16.tv_in1k"  # torchvision's ImageNet VGG16 (timm names).
+    config.normalization = "imagenet"  # What those weights were trained on.
     config.dataset = "voc2012_segmentation"
     config.input_size = (320, 320)
     config.eval_size = (512, 512)

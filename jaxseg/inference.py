@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxseg import xla_options
 from jaxseg.tiling import Axis, mirror, overlap_tile_axis, sliding_axis
 from jaxseg.tiling import unet_tile_size as unet_tile_size  # Re-exported.
 
@@ -117,7 +118,8 @@ class Predictor:
 
         self._tile_fn = tile_fn
         shardings = dict(in_shardings=(replicated, self._sharding), out_shardings=self._sharding)
-        self._fn = jax.jit(tile_fn, **shardings)
+        options = xla_options.compiler_options(self.devices[0].platform)  # CPU: 2x faster.
+        self._fn = jax.jit(tile_fn, **shardings, compiler_options=options)
 
     def output_tile_shape(self, channels: int) -> tuple[int, int, int]:
         """``(h', w', K)``: the model's output for one input tile of ``channels`` channels."""

@@ -4,8 +4,11 @@
 
 Writes ``<name>.png`` (class ids), ``<name>_overlay.png`` and, with ``--probabilities``,
 ``<name>_probabilities.npy`` per image (per page of a multi-page TIFF: ``<stem>_pNN``). Folders
-are read non-recursively. An image with more than ``--max_image_pixels`` pixels (Pillow's
-decompression-bomb limit by default; 0 = none) is named and skipped like an unreadable file.
+are read non-recursively. Images are read as folder datasets read them (``jaxseg.data.readers``:
+PNG, JPEG, TIFF; 8-bit, 16-bit or float, scaled as in training; gray and RGB fitted to the
+model's channels, any other channel count must be the model's). An image with more than
+``--max_image_pixels`` pixels (Pillow's decompression-bomb limit by default; 0 = none) is named
+and skipped like an unreadable file.
 Exit status: 0 when every input was predicted, 1 when any input could not be read (each is
 named on stderr; the others are still predicted), 2 when the run cannot be loaded or the
 options do not fit the model (e.g. a tile size it cannot take).

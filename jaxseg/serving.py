@@ -27,6 +27,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxseg import xla_options
+
 
 def sidecar_path(path: str) -> str:
     """The JSON sidecar of an exported model file: the same path with suffix ``.json``."""
@@ -48,7 +50,8 @@ class ExportedModel:
     def __init__(self, exported: jax.export.Exported, metadata: dict[str, Any]):
         self.exported = exported
         self.metadata = metadata
-        self._call = jax.jit(exported.call)  # Compiled once per input shape.
+        # Compiled once per input shape (on CPU with XLA's own convolutions: 2x faster).
+        self._call = jax.jit(exported.call, compiler_options=xla_options.compiler_options())
 
     @property
     def class_names(self) -> list[str] | None:

@@ -116,7 +116,7 @@ def test_cli_export_runs_in_a_fresh_process_without_training_code(same_run, tmp_
               str(tmp_path / "outputs.npz")]  # fmt: skip
     proc = subprocess.run(script, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "modules: ['jaxseg', 'jaxseg.serving']" in proc.stdout
+    assert "modules: ['jaxseg', 'jaxseg.serving', 'jaxseg.xla_options']" in proc.stdout
 
     trained = load_trained(same_run)
     outputs = np.load(tmp_path / "outputs.npz")

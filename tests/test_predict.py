@@ -15,7 +15,7 @@ from PIL import Image
 from trained_run import ROOT, isbi_run, same_run, subprocess_env
 
 from jaxseg import checkpoint, inference, runs, summary, training
-from jaxseg.data import files
+from jaxseg.data import files, pixels
 from jaxseg.runs import load_trained
 
 RNG = np.random.default_rng(0)
@@ -37,7 +37,7 @@ def write_inputs(folder):
     expected["rgba"] = rgba[..., :3]
     deep = RNG.integers(0, 65536, (41, 27), dtype=np.uint16)
     Image.fromarray(deep).save(folder / "deep.png")  # 16-bit grayscale PNG.
-    expected["deep"] = np.repeat((deep // 257).astype(np.uint8)[..., None], 3, -1)
+    expected["deep"] = np.repeat(deep[..., None], 3, -1)  # 16 bits kept, scaled by 65535.
     Image.fromarray(RNG.integers(0, 256, (30, 41, 3), dtype=np.uint8)).save(folder / "photo.jpg")
     expected["photo"] = np.asarray(Image.open(folder / "photo.jpg").convert("RGB"))
     pages = [gray(23, 31) for _ in range(3)]
@@ -67,7 +67,7 @@ def test_predict_files_writes_every_format_and_the_predictors_argmax(same_run, t
 
     predictor = inference.for_model(trained.model, trained.variables, tile_size=32)
     for name, image in expected.items():
-        want = predictor(image.astype(np.float32) / 255.0)
+        want = predictor(pixels.to_unit(image))
         mask = Image.open(tmp_path / "out" / f"{name}.png")
         assert mask.mode == "L" and mask.size == image.shape[1::-1]
         np.testing.assert_array_equal(np.asarray(mask), np.argmax(want, -1))

@@ -173,9 +173,7 @@ def _uneven_batch(data_dir, seed=0):
     ],
     ids=["ignored_and_border_weights", "class_weights", "dice", "all_losses"],
 )  # fmt: skip
-def test_gradient_accumulation_with_uneven_micro_batches_matches_one_big_batch(
-    data_dir, overrides
-):
+def test_gradient_accumulation_with_uneven_micro_batches_matches_one_big_batch(data_dir, overrides):
     # Every loss is a ratio of sums over the whole batch: accumulation must sum numerators and
     # denominators (and Dice's per-class sums) and divide once, not average micro-batch means.
     config = plain_sgd_config(data_dir, augment={}, **overrides)

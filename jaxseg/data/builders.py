@@ -17,16 +17,22 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxseg.data import files
+from jaxseg.data import files, pixels, readers
 from jaxseg.data.specs import INVALID, SPECS, DatasetSpec, folder_spec
 
 Pair = tuple[str, str, str]  # (key, image path, mask path)
 
 
-def features(num_channels: int) -> tfds.features.FeaturesDict:
+def features(num_channels: int, as_stored: bool = False) -> tfds.features.FeaturesDict:
+    """``as_stored``: images of any type and channel count, lossless (``pixels.encode`` bytes);
+    otherwise ``uint8`` PNG."""
+    if as_stored:
+        image = tfds.features.Tensor(shape=(), dtype=np.object_)
+    else:
+        image = tfds.features.Image(shape=(None, None, num_channels), encoding_format="png")
     return tfds.features.FeaturesDict(
         {
-            "image": tfds.features.Image(shape=(None, None, num_channels), encoding_format="png"),
+            "image": image,
             "segmentation_mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
             "file_name": tfds.features.Text(),
         }
@@ -81,6 +87,7 @@ class _ManualBuilder(LocalBuilder, skip_registration=True):
 
     VERSION = tfds.core.Version("1.0.0")
     EXPECTED = ""  # What manual_dir must hold, for messages.
+    AS_STORED = False  # Images kept in their own type and channel count (else uint8 PNG).
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Set manual_dir (config.manual_dir) to your copy of the data."
 
     @property
@@ -91,7 +98,7 @@ class _ManualBuilder(LocalBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"{self.spec.name}: {self.EXPECTED}. {self.spec.license_note}",
-            features=features(self.spec.num_channels),
+            features=features(self.spec.num_channels, self.AS_STORED),
             supervised_keys=("image", "segmentation_mask"),
             disable_shuffling=True,  # Examples stay in file / index order.
         )
@@ -99,15 +106,17 @@ class _ManualBuilder(LocalBuilder, skip_registration=True):
     def _generate_examples(self, pairs: list[Pair]) -> Iterator[tuple[str, dict]]:
         valid = self.spec.label_lut() != INVALID
         for key, image_path, mask_path in pairs:
-            image = files.read_image(image_path, self.spec.num_channels)
+            image = self._read_image(image_path)
             mask = files.read_mask(mask_path)
             yield key, self._example(image, mask, f"{image_path} / {mask_path}", valid)
 
-    @staticmethod
-    def _example(image: np.ndarray, mask: np.ndarray, name: str, valid: np.ndarray) -> dict:
+    def _read_image(self, path: str) -> np.ndarray:
+        return files.read_image(path, self.spec.num_channels)
+
+    def _example(self, image: np.ndarray, mask: np.ndarray, name: str, valid: np.ndarray) -> dict:
         files.check_example(image, mask, valid, name)
         return {
-            "image": files.encode_png(image),
+            "image": pixels.encode(image) if self.AS_STORED else files.encode_png(image),
             "segmentation_mask": files.encode_png(mask),
             "file_name": os.path.basename(name.split(" / ")[0]),
         }
@@ -240,11 +249,28 @@ class SegmentationFolder(_ManualBuilder):
     """Users' own data: ``images/`` and ``masks/`` with matching file stems.
 
     Either one split (``manual_dir/images``, ``manual_dir/masks`` -> ``train``) or one folder per
-    split (``manual_dir/train/images``, ``manual_dir/validation/masks``, ...).
+    split (``manual_dir/train/images``, ``manual_dir/validation/masks``, ...). Images are kept as
+    they are (``readers.read_one``): each file one image of the declared channel count (gray and
+    RGB are converted, 8-bit alpha dropped), all of one pixel type (uint8, uint16 or float), which
+    decides the dataset's scale.
     """
 
     EXPECTED = "images/ + masks/ (or <split>/images/ + <split>/masks/) with matching file stems"
     BUILDER_CONFIGS = []
+    AS_STORED = True
+    _first_image = None  # (dtype, path) of the first image read: every other must match.
+
+    def _read_image(self, path: str) -> np.ndarray:
+        image = readers.read_one(path, self.spec.num_channels)
+        if self._first_image is None:
+            self._first_image = (image.dtype, path)
+        elif image.dtype != self._first_image[0]:
+            raise ValueError(
+                f"image file {path!r} has {image.dtype} pixels, but {self._first_image[1]!r} has "
+                f"{self._first_image[0]}: one dataset holds one pixel type (it decides the scale: "
+                "uint8 / 255, uint16 / 65535, float as it is)"
+            )
+        return image
 
     @property
     def spec(self) -> DatasetSpec:

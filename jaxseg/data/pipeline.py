@@ -1,10 +1,11 @@
 """The input pipeline: TFDS ``array_record`` data read by grain, decoded and cropped on the host.
 
 ``create_loader`` returns a ``grain.DataLoader`` whose batches are dicts of NumPy arrays:
-``image`` float32 ``[b, h, w, c]`` in [0, 1], ``label`` int32 ``[b, h, w]`` with class ids and
-``IGNORE_INDEX`` (-1) for ignored or padded pixels, optionally ``weight`` float32 ``[b, h, w]``
-(a per-pixel loss weight map), and for evaluation ``valid`` bool ``[b]`` (False for padding
-examples). Its iterator's state can be saved and restored (``get_state`` / ``set_state``, or
+``image`` float32 ``[b, h, w, c]`` (``pixels.to_unit``: 8- and 16-bit in [0, 1], float as
+stored), ``label`` int32 ``[b, h, w]`` with class ids and ``IGNORE_INDEX`` (-1) for ignored or
+padded pixels, optionally ``weight`` float32 ``[b, h, w]`` (a per-pixel loss weight map), and
+for evaluation ``valid`` bool ``[b]`` (False for padding examples). Its iterator's state can
+be saved and restored (``get_state`` / ``set_state``, or
 ``grain.checkpoint.CheckpointSave`` through Orbax).
 """
 
@@ -23,7 +24,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from PIL import Image
 
-from jaxseg.data import files, preparation
+from jaxseg.data import files, pixels, preparation
 from jaxseg.data.builders import SegmentationFolder, SegmentationFolderConfig
 from jaxseg.data.specs import INVALID, DatasetSpec
 from jaxseg.data.transforms import PadToSize, RandomCrop, ToFloat, pad_batch, padding_like
@@ -49,7 +50,8 @@ def get_builder(spec: DatasetSpec, *, data_dir: str | None = None, manual_dir: s
 
 @dataclasses.dataclass
 class DecodedSource(grain.sources.RandomAccessDataSource):
-    """A TFDS data source decoded to ``image`` uint8 ``[H, W, C]`` and ``label`` int32 ``[H, W]``.
+    """A TFDS data source decoded to ``image`` ``[H, W, C]`` (uint8; folder datasets: as stored,
+    uint16 or float32 too) and ``label`` int32 ``[H, W]``.
 
     Stored label values go through the spec's lookup table; a value that maps to no class and is
     not the ignore label raises an error naming the file. With ``resize_to`` images are resized
@@ -74,7 +76,7 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
             self._weight_cache[index] = np.asarray(self.weight_fn(label), np.float32)
         return self._weight_cache[index]
 
-    def _label(self, record: dict, index: int) -> np.ndarray:
+    def _label(self, record: dict, index: int, image_shape: tuple[int, int]) -> np.ndarray:
         raw = np.asarray(record[self.spec.mask_key])
         raw = raw[..., 0] if raw.ndim == 3 else raw
         label = self._lut[raw]
@@ -84,7 +86,6 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
                 f"{self.spec.name} example {index} ({_file_name(record)}): label value(s) {bad} are "
                 "neither a class nor the ignore label"
             )
-        image_shape = np.shape(record[self.spec.image_key])[:2]
         if label.shape != image_shape:
             raise ValueError(
                 f"{self.spec.name} example {index} ({_file_name(record)}): mask size "
@@ -96,11 +97,13 @@ class DecodedSource(grain.sources.RandomAccessDataSource):
 
     def __getitem__(self, index: int) -> dict:
         record = self.source[index]
-        image = np.asarray(record[self.spec.image_key])
+        image = record[self.spec.image_key]  # Bytes: stored as it is (``pixels.encode``).
+        image = pixels.decode(image) if isinstance(image, bytes) else np.asarray(image)
         image = image[..., None] if image.ndim == 2 else image
+        label = self._label(record, index, image.shape[:2])
         if self.resize_to is not None:
-            image = files.resize(image, self.resize_to, Image.BILINEAR)
-        example = {"image": image, "label": self._label(record, index)}
+            image = pixels.resize(image, self.resize_to)
+        example = {"image": image, "label": label}
         if self.weight_fn is not None:
             example["weight"] = self._weights(index, example["label"])
         return example

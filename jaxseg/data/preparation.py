@@ -7,7 +7,8 @@ with the data):
 
 - datasets read from ``manual_dir``: the resolved folder, and for every file under it the
   relative name, size and modification time (``stat`` only; see ``source_files``), plus the
-  spec's channels, class count and ignore label (they decide what preparation keeps or rejects);
+  spec's channels, class count and ignore label (they decide what preparation keeps or rejects),
+  and how images are stored (``as_stored`` for folder datasets: any type and channel count);
 - ``synthetic_shapes``: a hash of its generator's code (``jaxseg/data/synthetic.py``).
 
 On the next use the record is compared with the source as it is now. Any difference re-prepares
@@ -88,6 +89,7 @@ def current_source(builder, spec: DatasetSpec, manual_dir: str | None) -> dict |
         "num_channels": spec.num_channels,
         "num_classes": spec.num_classes,
         "ignore_label": spec.ignore_label,
+        "images": "as_stored" if getattr(builder, "AS_STORED", False) else "uint8",
         "files": source_files(root, exclude=os.fspath(builder.data_dir_root)),
     }
 
@@ -122,6 +124,8 @@ def describe_changes(recorded: dict | None, current: dict) -> str:
     if recorded.get("manual_dir") != current.get("manual_dir"):
         was, now = recorded.get("manual_dir"), current.get("manual_dir")
         changes.append(f"manual_dir is {now} (was {was})")
+    if recorded.get("images", "uint8") != current.get("images", "uint8"):
+        changes.append(f"image storage {recorded.get('images', 'uint8')} -> {current['images']}")
     for key in ("num_channels", "num_classes", "ignore_label"):
         if recorded.get(key) != current.get(key):
             changes.append(f"{key} {recorded.get(key)} -> {current.get(key)}")

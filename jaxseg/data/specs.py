@@ -94,6 +94,29 @@ CITYSCAPES_CLASSES = (
     "motorcycle", "bicycle",
 )  # fmt: skip
 
+# ADE20K SceneParsing (objectInfo150, in order; the first of each entry's synonyms). Stored label
+# 0 is "other" (ignored); stored 1..150 are classes 0..149.
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest_of_drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool_table", "pillow", "screen_door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee_table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen_island", "computer", "swivel_chair", "boat", "bar", "arcade_machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television", "airplane", "dirt_track", "apparel", "pole", "land", "bannister", "escalator",
+    "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer_belt",
+    "canopy", "washer", "plaything", "swimming_pool", "stool", "barrel", "basket", "waterfall",
+    "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade_name",
+    "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket",
+    "sculpture", "hood", "sconce", "vase", "traffic_light", "tray", "ashcan", "fan", "pier",
+    "crt_screen", "plate", "monitor", "bulletin_board", "shower", "radiator", "glass", "clock",
+    "flag",
+)  # fmt: skip
+
 SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "thin_line")
 
 SPECS: dict[str, DatasetSpec] = {
@@ -154,6 +177,21 @@ SPECS: dict[str, DatasetSpec] = {
             mask_key="segmentation_label",
             needs_manual_dir=True,
             license_note="Cityscapes: " + _NON_COMMERCIAL,
+        ),
+        # Caution: TFDS's scene_parse150 builder (4.9) downloads ChallengeData2017's
+        # annotations_instance.tar, whose red channel is the instance task's 100-category id,
+        # not these 150 classes (ADEChallengeData2016's annotations/): check before trusting it.
+        DatasetSpec(
+            name="ade20k",
+            tfds_name="scene_parse150",
+            class_names=ADE20K_CLASSES,
+            ignore_label=0,  # "other": pixels of none of the 150 classes.
+            raw_to_class={raw: raw - 1 for raw in range(1, 151)},  # 151..255 are errors.
+            mask_key="annotation",  # TFDS stores it as an RGB PNG; the loader reads channel 0.
+            eval_split="test",  # TFDS names the 2,000 validation images "test".
+            license_note="ADE20K / MIT Scene Parsing (Zhou et al. 2017): research use; see the "
+            "dataset's terms (groups.csail.mit.edu/vision/datasets/ADE20K); images keep their "
+            "own licences",
         ),
     )
 }

@@ -9,6 +9,7 @@ import dataclasses
 import grain
 import numpy as np
 
+from jaxseg.data import pixels
 from jaxseg.data.specs import IGNORE_INDEX
 
 
@@ -63,10 +64,11 @@ class PadToSize(grain.transforms.Map):
 
 
 class ToFloat(grain.transforms.Map):
-    """uint8 image -> float32 in [0, 1]."""
+    """Image -> float32 by its type's scale (``pixels.to_unit``): uint8 / 255, uint16 / 65535,
+    float as it is."""
 
     def map(self, example: dict) -> dict:
-        return {**example, "image": example["image"].astype(np.float32) / 255.0}
+        return {**example, "image": pixels.to_unit(example["image"])}
 
 
 def pad_batch(batch_size: int, examples) -> dict:

@@ -72,6 +72,9 @@ class FCN(nn.Module):
       fc_features: fc6/fc7 width (4096).
       dropout_rate: dropout after fc6 and fc7.
       input_padding: zero padding of the first convolution (the paper: 100).
+      skip_scales: fixed factors on pool4 and pool3 before their score layers: ``(1, 1)`` for
+        the staged nets, ``(0.01, 0.0001)`` for the authors' FCN-8s "at-once" variant, trained
+        in one stage from ImageNet weights (Caffe's ``scale_pool4``/``scale_pool3``, not learned).
       dtype: compute dtype (``None``: float32); logits are always float32.
       param_dtype: parameter dtype.
     """
@@ -82,6 +85,7 @@ class FCN(nn.Module):
     fc_features: int = 4096
     dropout_rate: float = 0.5
     input_padding: int = 100
+    skip_scales: tuple[float, float] = (1.0, 1.0)
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -89,6 +93,10 @@ class FCN(nn.Module):
         if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(
                 f"FCN output_stride must be one of {OUTPUT_STRIDES}; got {self.output_stride}"
+            )
+        if len(self.skip_scales) != 2:
+            raise ValueError(
+                f"FCN skip_scales needs (pool4, pool3) factors; got {self.skip_scales}"
             )
         if min(self.num_classes, self.base_features, self.fc_features) < 1:
             raise ValueError("FCN needs num_classes, base_features and fc_features >= 1")
@@ -126,11 +134,12 @@ class FCN(nn.Module):
         )
 
         logits = score("score_fr")(features["fc7"])
-        for skip, up_name in (("pool4", "upscore2"), ("pool3", "upscore_pool4")):
+        skips = zip(("pool4", "pool3"), ("upscore2", "upscore_pool4"), self.skip_scales)
+        for skip, up_name, scale in skips:
             if skip not in offsets:
                 break
             logits = upsample2(up_name)(logits)
-            skip_scores = score(f"score_{skip}")(features[skip])
+            skip_scores = score(f"score_{skip}")(features[skip] * scale)
             logits = logits + crop(skip_scores, offsets[skip], logits.shape[1], logits.shape[2])
 
         factor = self.output_stride

@@ -105,12 +105,15 @@ def normalized(model: nn.Module, name: str, num_channels: int, stats: Sequence =
 
 
 def channel_statistics(images: Iterable[np.ndarray]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of uint8 ``[H, W, C]`` images on the [0, 1]
-    scale (every pixel counts once), for ``config.normalization = (mean, std)``."""
+    """Per-channel mean and standard deviation of ``[H, W, C]`` images as the model receives them
+    before normalisation (float: uint8 / 255, uint16 / 65535, float as stored; a uint8 image is
+    divided by 255 here), every pixel counted once, for ``config.normalization_stats``."""
     total = total_sq = 0.0
     count = 0
     for image in images:
-        x = np.asarray(image, np.float64).reshape(-1, image.shape[-1]) / 255.0
+        x = np.asarray(image, np.float64).reshape(-1, image.shape[-1])
+        if image.dtype == np.uint8:
+            x /= 255.0
         total = total + x.sum(0)
         total_sq = total_sq + (x * x).sum(0)
         count += x.shape[0]

@@ -30,6 +30,12 @@ import numpy as np
 from jaxseg.errors import UserError
 
 HUB_PREFIX = "hf-hub:"
+
+
+class WeightsNotFound(UserError):
+    """The weights file does not exist, or a hub id is neither cached nor downloadable."""
+
+
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
@@ -192,7 +198,7 @@ def hub_file(repo_id: str, *, revision: str | None = None, cache_dir: str | None
         + ", then retry (offline: HF_HUB_OFFLINE=1)"
     )
     state = "offline (HF_HUB_OFFLINE=1) and " if offline else ""
-    raise UserError(
+    raise WeightsNotFound(
         f"cannot load 'hf-hub:{repo_id}': {state}neither of {list(HUB_FILES)} is in {where} "
         f"or could be downloaded; {how}"
     )
@@ -222,7 +228,7 @@ def load_state_dict(source, *, revision: str | None = None) -> dict[str, np.ndar
     else:
         path, what = Path(text), text
     if not path.is_file():
-        raise UserError(f"weights file {what} does not exist")
+        raise WeightsNotFound(f"weights file {what} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         state = _read_safetensors(path)

@@ -116,22 +116,10 @@ def export_model(
     unknown = sorted(set(platforms or ()) - PLATFORMS)
     if unknown:
         raise ValueError(f"unknown platform(s) {unknown}; choose from {sorted(PLATFORMS)}")
-    if (height is None) != (width is None):
-        raise ValueError("give both height and width, or neither (symbolic size)")
-    if height is not None and (height < 1 or width < 1):
-        raise ValueError(f"height and width must be positive; got {height}, {width}")
-    geometry = trained.model.geometry()
-    multiple = geometry.size_multiple
-    channels = trained.spec.num_channels
-    resize_to = tuple(trained.config.resize_to) or None
-    if resize_to is not None:
-        multiple = 1  # Any input size: the model sees resize_to.
+    check_size(height, width)
+    channels, multiple = trained.spec.num_channels, None
     if height is None:
-        if geometry.valid_padding and resize_to is None:
-            raise ValueError(
-                "a valid-padding U-Net's output is smaller than its input: export it for a fixed "
-                "size (height and width), which is mirror-extended inside the function"
-            )
+        multiple = symbolic_multiple(trained, trained.model.geometry().size_multiple)
         hw = "h, w" if multiple == 1 else f"{multiple}*h, {multiple}*w"
         shape = jax.export.symbolic_shape(f"b, {hw}, {channels}")
     else:
@@ -149,8 +137,44 @@ def export_model(
             f"{type(trained.model).__name__} cannot be exported with a symbolic height and "
             f"width ({type(e).__name__}: {str(e)[:300]}); give a fixed height and width"
         ) from e
+    metadata = describe(trained, height, width, multiple)
+    metadata["platforms"] = list(exported.platforms)
+    return exported, metadata
+
+
+def symbolic_multiple(trained: Trained, multiple: int) -> int:
+    """What a symbolic height and width are multiples of: ``multiple``, or 1 for a run trained
+    with ``resize_to`` (any input size: the model sees ``resize_to``).
+
+    Raises:
+      ValueError: a valid-padding U-Net without ``resize_to`` (fixed sizes only).
+    """
+    if tuple(trained.config.resize_to):
+        return 1
+    if trained.model.geometry().valid_padding:
+        raise ValueError(
+            "a valid-padding U-Net's output is smaller than its input: export it for a fixed "
+            "size (height and width), which is mirror-extended inside the function"
+        )
+    return multiple
+
+
+def check_size(height: int | None, width: int | None) -> None:
+    """Raises ``ValueError`` unless both sizes are given (and positive) or neither."""
+    if (height is None) != (width is None):
+        raise ValueError("give both height and width, or neither (symbolic size)")
+    if height is not None and (height < 1 or width < 1):
+        raise ValueError(f"height and width must be positive; got {height}, {width}")
+
+
+def describe(
+    trained: Trained, height: int | None, width: int | None, multiple: int | None
+) -> dict[str, Any]:
+    """The sidecar's contents for an export of ``trained`` (``multiple``: of a symbolic size)."""
     spec, config = trained.spec, trained.config
-    metadata = {
+    channels = spec.num_channels
+    resize_to = tuple(config.resize_to) or None
+    return {
         "format": FORMAT,
         "version": VERSION,
         "input": {
@@ -179,10 +203,8 @@ def export_model(
         "workdir": trained.workdir,
         "step": trained.step,
         "checkpoint": trained.checkpoint,
-        "platforms": list(exported.platforms),
         "jax_version": jax.__version__,
     }
-    return exported, metadata
 
 
 def save_exported(path: str, exported: jax.export.Exported, metadata: dict[str, Any]) -> str:

@@ -8,11 +8,14 @@ The library behind ``python -m jaxseg.predict``; a notebook can call the same fu
     report = runs.predict_files(trained, ["photos/"], "preds/", probabilities=True)
 
 Inputs are files, or folders whose image files (``files.IMAGE_EXTENSIONS``: PNG, JPEG, TIFF,
-BMP) directly inside are taken in name order; sub-folders are not entered. Every image is read
-as ``uint8``: grayscale, RGB, RGBA (alpha dropped) and palette images are converted to the
-model's channel count, 16-bit and float images go through ``files.to_uint8`` as the datasets
-do, and each page of a multi-page TIFF is its own image, named ``<stem>_pNN``. For each image
-with name ``<name>`` the output folder gets:
+BMP) directly inside are taken in name order; sub-folders are not entered. Images are read as
+folder datasets read them (``jaxseg.data.readers``: TIFF by ``tifffile``, the rest by Pillow):
+8-bit, 16-bit and float pixels keep their type and reach the model scaled as in training
+(``pixels.to_unit``: uint8 / 255, uint16 / 65535, float as it is). Gray and RGB are converted
+to the model's channel count and 8-bit alpha is dropped; any other channel count must be the
+model's. Each page of a multi-page TIFF is its own image, named ``<stem>_pNN``, unless the
+pages are one image's channels (``readers.open_images``). For each image with name ``<name>``
+the output folder gets:
 
 * ``<name>.png``: the class-index mask, 8-bit grayscale ('L'), pixel value = class id (16-bit
   for more than 256 classes);
@@ -24,7 +27,7 @@ An input that cannot be read, that is larger than ``max_image_pixels`` (a decomp
 guard, Pillow's limit by default; raise it on purpose for a large scan), or whose outputs would
 overwrite an input or an earlier output, is reported and skipped; the others still run.
 
-Memory for a large image: the decoded uint8 image, the float32 ``[H, W, num_classes]`` scores
+Memory for a large image: the decoded image, the float32 ``[H, W, num_classes]`` scores
 and the mask; tiles are converted to float one batch at a time, and the mask and overlay are
 made in bands of rows. The pages of a multi-page TIFF are decoded one at a time.
 """
@@ -40,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from jaxseg import inference, resize, visualize
-from jaxseg.data import files
+from jaxseg.data import files, pixels, readers
 from jaxseg.runs.loading import Trained
 
 PROBABILITY_DTYPES = ("float32", "float16")
@@ -83,7 +86,8 @@ def expand_inputs(paths: Sequence[str]) -> list[str]:
 def iter_input(
     path: str, channels: int, *, max_pixels: int | None = files.MAX_IMAGE_PIXELS
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, uint8 [H, W, channels])`` for each page of an image file, decoded one at a time.
+    """``(name, [H, W, channels])`` for each image in a file (uint8, uint16 or float32, as
+    stored), decoded one at a time.
 
     Raises:
       ValueError: the file does not exist, cannot be read as an image or is larger than
@@ -92,11 +96,12 @@ def iter_input(
     """
     if not os.path.isfile(path):
         raise ValueError(f"no such file {path!r}")
-    count, pages = files.open_image_pages(path, channels, max_pixels=max_pixels)
+    count, pages = readers.open_images(path, channels, max_pixels=max_pixels)
     stem = os.path.splitext(os.path.basename(path))[0]
     width = max(2, len(str(count - 1)))
     names = [stem] if count == 1 else [f"{stem}_p{i:0{width}d}" for i in range(count)]
-    return zip(names, pages)
+    name = f"image file {path!r}"
+    return ((n, pixels.fit_channels(p, channels, name)) for n, p in zip(names, pages))
 
 
 def read_input(
@@ -109,33 +114,43 @@ def read_input(
 def predict_image(
     predictor: inference.Predictor, image: np.ndarray, resize_to: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """Predicts a ``uint8 [H, W, C]`` image (scaled to [0, 1] as in training).
+    """Predicts an ``[H, W, C]`` image, scaled as in training (``pixels.to_unit``: uint8 / 255,
+    uint16 / 65535, float32 as it is).
 
-    ``predictor`` is a ``jaxseg.inference.Predictor``, or any callable taking float32
-    ``[H, W, C]`` in [0, 1] and returning ``[H, W, K]`` scores.
+    ``predictor`` is a ``jaxseg.inference.Predictor``, or any callable taking the float32
+    ``[H, W, C]`` scaled image and returning ``[H, W, K]`` scores.
 
     With ``resize_to`` (a run trained on resized images, ``config.resize_to``), the image is
-    resized to it as in training (Pillow, bilinear) and the scores are resized back (bilinear,
+    resized to it as in training (``pixels.resize``) and the scores are resized back (bilinear,
     ``jaxseg.resize.resize_scores``, on the host) to ``H x W``.
 
     Returns:
       float32 ``[H, W, num_classes]``: what the predictor outputs (probabilities by default).
     """
     image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"predict_image takes uint8 images; got {image.dtype}")
+    if image.dtype not in pixels.SCALES:
+        raise ValueError(f"predict_image takes uint8, uint16 or float32 images; got {image.dtype}")
     if resize_to and tuple(resize_to) != image.shape[:2]:
-        scores = _scaled(predictor, files.resize(image, resize_to, Image.BILINEAR))
+        scores = _scaled(predictor, pixels.resize(image, resize_to))
         return resize.resize_scores(scores, image.shape[:2])
     return _scaled(predictor, image)
 
 
 def _scaled(predictor, image: np.ndarray) -> np.ndarray:
-    """The predictor on ``image / 255``: a ``Predictor`` scales tile by tile (no float copy of
-    the image), any other callable gets the scaled image."""
+    """The predictor on ``pixels.to_unit(image)``: a ``Predictor`` scales tile by tile (no float
+    copy of the image), any other callable gets the scaled image."""
     if isinstance(predictor, inference.Predictor):
-        return predictor(image, divide_by=255.0)
-    return predictor(image.astype(np.float32) / 255.0)
+        return predictor(image, divide_by=pixels.scale_of(image.dtype))
+    return predictor(pixels.to_unit(image))
+
+
+def _shown_range(image: np.ndarray) -> tuple[float, float]:
+    """The pixel values an overlay shows as black and white: the type's range (uint8, uint16),
+    or a float image's own min..max where it leaves [0, 1]."""
+    if image.dtype != np.float32:
+        return 0.0, pixels.scale_of(image.dtype)
+    low, high = float(image.min(initial=0.0)), float(image.max(initial=1.0))
+    return (0.0, 1.0) if low >= 0 and high <= 1 else (low, max(high, low + 1e-12))
 
 
 def class_mask(probabilities: np.ndarray) -> np.ndarray:
@@ -169,18 +184,19 @@ def write_prediction(
 
     Args:
       paths: from ``output_paths``.
-      image: ``uint8 [H, W, C]``, the input.
+      image: ``[H, W, C]``, the input (uint8, uint16 or float32; overlays show its first
+        channel as gray, or its first three as RGB).
       probabilities: ``float32 [H, W, K]``.
       probabilities_dtype: ``'float32'`` or ``'float16'`` for the ``.npy`` file.
     """
     mask = class_mask(probabilities)
     Image.fromarray(mask).save(paths[0])
     shown = np.empty((*mask.shape, 3), np.uint8)
+    (low, high), channels = _shown_range(image), (3 if image.shape[-1] >= 3 else 1)
     for top in range(0, mask.shape[0], _BAND):  # In bands: the float images stay small.
         band = slice(top, top + _BAND)
-        shown[band] = visualize.overlay(
-            image[band].astype(np.float32) / 255.0, mask[band], probabilities.shape[-1]
-        )
+        unit = (image[band, :, :channels].astype(np.float32) - low) / (high - low)
+        shown[band] = visualize.overlay(unit, mask[band], probabilities.shape[-1])
     Image.fromarray(shown).save(paths[1])
     if len(paths) > 2:
         np.save(paths[2], probabilities.astype(probabilities_dtype, copy=False))

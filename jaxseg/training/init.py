@@ -10,6 +10,7 @@ log line.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -17,8 +18,10 @@ import numpy as np
 from flax import traverse_util
 
 from jaxseg import checkpoint
+from jaxseg.errors import UserError
 from jaxseg.models import pretrained
 from jaxseg.models.convert import merge_params
+from jaxseg.models.weights import WeightsNotFound
 from jaxseg.summary import CONFIG_FILE
 from jaxseg.training.state import TrainState
 
@@ -42,11 +45,26 @@ def initialized_state(config, state: TrainState, *, log: Callable[[str], None] =
     if state.batch_stats is not None:
         variables["batch_stats"] = state.batch_stats
     if is_run(source):
+        with open(os.path.join(source, CONFIG_FILE)) as f:
+            theirs = json.load(f).get("normalization", "unit")
+        if theirs != config.get("normalization", "unit"):
+            log(f"warning: {source} was trained with normalization={theirs!r}, this run uses "
+                f"{config.get('normalization', 'unit')!r}")  # fmt: skip
         variables, report = from_run(source, variables, exclude=exclude)
+    elif os.path.isdir(source):
+        raise UserError(f"config.init_from={source!r} is a folder without {CONFIG_FILE}, not a "
+                        "jaxseg run's workdir")  # fmt: skip
     else:
-        variables, report = pretrained.load_pretrained(
-            config.model, variables, source, exclude=exclude
-        )
+        try:
+            variables, report = pretrained.load_pretrained(
+                config.model, variables, source, exclude=exclude
+            )
+        except WeightsNotFound as e:
+            raise WeightsNotFound(
+                f"config.init_from={source!r}: {e}. Or pass a weights file you have "
+                "(--config.init_from=PATH.safetensors, .npz, or .pth with torch installed) or a "
+                "trained run's workdir; --config.init_from='' starts from random weights"
+            ) from e
     fresh = sorted({path.rsplit("/", 1)[0] for path in report["fresh"]})
     log(
         f"init_from {source}: loaded {len(report['loaded'])} tensors"
@@ -58,7 +76,12 @@ def initialized_state(config, state: TrainState, *, log: Callable[[str], None] =
 
 def from_run(workdir: str, variables: dict, *, exclude=()) -> tuple[dict, dict]:
     """``variables`` filled, by name, from another run's best (else latest) checkpoint; tensors
-    whose shape differs there stay fresh. Returns ``(variables, report)`` as ``merge_params``."""
+    whose shape differs there, or that it lacks, stay fresh; its tensors without a place here are
+    dropped. Returns ``(variables, report)`` as ``merge_params``.
+
+    Raises:
+      UserError: the run shares no tensor with ``variables`` (another model).
+    """
     manager = checkpoint.open_read_only(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
     try:
         step = manager.best_step()
@@ -70,8 +93,17 @@ def from_run(workdir: str, variables: dict, *, exclude=()) -> tuple[dict, dict]:
     for key, target in variables.items():
         here = traverse_util.flatten_dict(target, sep="/")
         there = traverse_util.flatten_dict(saved.get(key, {}), sep="/")
-        resized = [p for p in here if p in there and np.shape(here[p]) != np.shape(there[p])]
-        merged[key], part = merge_params(target, saved.get(key, {}), exclude=(*exclude, *resized))
+        # New layers (FCN-16s's pool4 skip on an FCN-32s run) and resized ones stay fresh;
+        # the run's tensors without a place here (its own extra layers) are not used.
+        keep = [p for p in here if p not in there or np.shape(here[p]) != np.shape(there[p])]
+        unused = [p for p in there if p not in here]
+        merged[key], part = merge_params(
+            target, saved.get(key, {}), exclude=(*exclude, *keep, *unused)
+        )
         for name, paths in part.items():
             report[name] += [f"{key}/{p}" for p in paths]
+    if not report["loaded"]:
+        raise UserError(
+            f"the run in {workdir} shares no parameter (name and shape) with this model"
+        )
     return merged, report

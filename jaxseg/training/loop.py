@@ -53,9 +53,8 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
     if setup.spec.license_note:
         print(f"Dataset {setup.spec.name}: {setup.spec.license_note}")
     tx, schedule = create_optimizer(config)
-    with errors.as_user_errors(ValueError, FileNotFoundError):  # Parameter groups, weights.
-        state = initialized_state(config, create_train_state(config, setup, tx))
-    state = jax.device_put(state, replicated)
+    with errors.as_user_errors(ValueError, FileNotFoundError):  # Parameter groups.
+        state = jax.device_put(create_train_state(config, setup, tx), replicated)
     train_fn = jax.jit(
         functools.partial(steps.train_step, config=config, aug=setup.augment),
         in_shardings=(replicated, batch_sharding),
@@ -69,6 +68,7 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
         ),
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
+        compiler_options=xla_options.compiler_options(),
     )
     with errors.as_user_errors(ValueError, FileNotFoundError):  # Missing or unfit data.
         train_iter, eval_loader = _loaders(config, setup)
@@ -77,18 +77,26 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
     manager, start, state = checkpoint.resume(
         os.path.join(workdir, checkpoint.CHECKPOINT_DIR), state, train_iter
     )
-    start = start or 0
     if start:
         print(f"Resumed from step {start} in {workdir}")
-    writer = summary.SummaryWriter(workdir)
+    try:
+        if not start:  # A new run: its start (config.init_from), read now that it is used.
+            with errors.as_user_errors(ValueError, FileNotFoundError):
+                state = jax.device_put(initialized_state(config, state), replicated)
+        writer = summary.SummaryWriter(workdir, config.get("loggers", summary.DEFAULT_LOGGERS))
+    except BaseException:
+        manager.close()
+        raise
+    start = start or 0
     writer.write_config(workdir, config)
 
     def evaluate(step):
         result, samples = validation.validate(state, eval_loader, eval_fn, batch_sharding)
         if step is not None:
             writer.scalars(step, "eval", result)
-            panels = validation.sample_panels(samples, setup.spec.num_classes)
-            writer.images(step, "eval/input_truth_prediction", panels)
+            panel = validation.sample_panel(samples, setup.spec.class_names)
+            if panel is not None:
+                writer.panel(step, "eval", panel)
             tqdm.write(
                 f"step {step}: eval mean_iou {result['mean_iou']:.4f} "
                 f"pixel_accuracy {result['pixel_accuracy']:.4f}"

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from jaxseg import augment, data, models, parallel
+from jaxseg import augment, data, models, parallel, summary
+from jaxseg.data import pixels
 from jaxseg.models.normalization import channel_statistics
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -44,7 +45,8 @@ def _positive(config, *names):
 def dataset_spec(config: ml_collections.ConfigDict) -> data.DatasetSpec:
     """The spec of the dataset a config names (``folder:`` datasets take the class names and
     ignore label from the config)."""
-    folder = {"class_names": tuple(config.class_names), "ignore_label": config.ignore_label}
+    folder = {"class_names": tuple(config.class_names), "ignore_label": config.ignore_label,
+              "num_channels": config.get("num_channels", 3)}  # fmt: skip
     return data.get_spec(config.dataset, **(folder if config.dataset.startswith("folder:") else {}))
 
 
@@ -85,7 +87,8 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         spec,
         tuple(config.resize_to) or None,
     )
-    mean, std = channel_statistics(source[i]["image"] for i in range(len(source)))
+    images = (pixels.to_unit(source[i]["image"]) for i in range(len(source)))
+    mean, std = channel_statistics(images)
     completed = ml_collections.ConfigDict(config.to_dict())
     completed.normalization_stats = (tuple(mean), tuple(std))
     print(f"normalization statistics of {spec.name}: mean {mean}, std {std}")
@@ -114,6 +117,7 @@ def resolve(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setu
         raise ValueError(f"config.learning_rate must be > 0; got {config.learning_rate}")
     if config.batch_size % config.grad_accum_steps:
         raise ValueError("config.batch_size must divide by config.grad_accum_steps")
+    summary.check_loggers(config.get("loggers", summary.DEFAULT_LOGGERS))
     spec, model = resolve_model(config)
     if config.class_weights and len(config.class_weights) != spec.num_classes:
         raise ValueError(f"config.class_weights needs {spec.num_classes} values (one per class)")

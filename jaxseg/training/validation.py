@@ -26,12 +26,10 @@ def validate(state, eval_loader: data.EvalLoader, eval_fn: Callable, batch_shard
     return result, jax.device_get(samples)
 
 
-def sample_panels(samples: dict, num_classes: int) -> np.ndarray:
-    """Rows of (input, ground truth overlay, prediction overlay) as ``uint8 [n, H, 3W, 3]``."""
-    rows = []
-    for image, label, prediction in zip(samples["image"], samples["label"], samples["prediction"]):
-        shown = visualize.overlay(image, np.full(label.shape, -1), num_classes, alpha=0.0)
-        truth = visualize.overlay(image, label, num_classes)
-        predicted = visualize.overlay(image, prediction, num_classes)
-        rows.append(np.concatenate([shown, truth, predicted], axis=1))
-    return np.stack(rows) if rows else np.zeros((0, 1, 1, 3), np.uint8)
+def sample_panel(samples: dict, class_names: tuple[str, ...]) -> np.ndarray | None:
+    """The logged examples as one picture, ``uint8 [height, width, 3]``: a row of input, ground
+    truth and prediction per example, with a class legend (``visualize.panel``); ``None`` when
+    no example is logged."""
+    if not len(samples["label"]):
+        return None
+    return visualize.panel(samples["image"], samples["label"], samples["prediction"], class_names)
