@@ -2,13 +2,27 @@
 
     python benchmarks/compile_cache_benchmark.py               # seed U-Net, ~2 minutes on 2 cores
     python benchmarks/compile_cache_benchmark.py --model unet --size 572 --batch 1 --in-channels 1
+    python benchmarks/compile_cache_benchmark.py --commands    # jaxseg.train and jaxseg.predict
+    python benchmarks/compile_cache_benchmark.py --commands --dry-run  # print them, run nothing
 
 Each start is a fresh Python process that turns the cache on (``jaxseg.compile_cache``) in an
 empty temporary folder shared by the starts, and times the trace + compile of the model's
 ``init``, of what ``predict`` compiles (the jitted forward) and of what ``train`` compiles (a
 jitted Adam step), then runs the forward and the step once. The first start fills the cache,
 the next ones read it; a start with the cache off is the reference.
-Writes the seconds to ``benchmarks/results/compile_cache.json``.
+
+``--commands`` times the command lines themselves instead, each the wall time of a fresh
+process, with ``JAXSEG_COMPILE_CACHE`` set to a new empty folder: ``python -m jaxseg.train
+--config configs/unet.py`` for 2 steps (evaluating and saving at step 2), a first time and then
+again in a new workdir with the cache warm, and ``python -m jaxseg.predict`` on the first run
+(``--images`` generated images), a first and a second time. One training start with the cache
+off comes before them (recorded, not compared), so that the data set is built and Python's
+files are read before the timed starts. The cache entries after each start are recorded: JAX
+writes only compilations of at least 1 s.
+
+Writes the seconds to ``benchmarks/results/compile_cache.json``, ``--commands`` under its
+``commands`` key; each mode keeps the other's figures. The 1-minute load average is read before
+any work and at the end, with a warning when the machine was busy at the start.
 """
 
 from __future__ import annotations
@@ -17,10 +31,16 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+LOAD_AT_START = os.getloadavg()[0]  # Before any work (this process imports no jax).
+
+from machine import load_record, warn_if_busy  # noqa: E402 - a stdlib-only module.
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +91,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--warm-starts", type=int, default=2, help="starts after the first")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/compile_cache.json"))
+    parser.add_argument(
+        "--commands", action="store_true", help="time python -m jaxseg.train / jaxseg.predict"
+    )
+    parser.add_argument("--images", type=int, default=4, help="--commands: images to predict")
+    parser.add_argument("--image-size", type=int, default=256, help="--commands: their size")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="--commands: print the command lines, run nothing"
+    )
     args = parser.parse_args()
+    warn_if_busy(LOAD_AT_START)
+    out_path = Path(args.out)
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if args.commands or args.dry_run:
+        commands = command_starts(args)
+        if commands is not None:
+            write(out_path, {**previous, "commands": commands})
+        return
 
     def start(enabled: bool, cache_home: str) -> dict:
         code = CHILD.format(
@@ -106,15 +142,104 @@ def main() -> None:
     result = {
         "benchmark": "compile_cache_startup",
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "config": {k: v for k, v in vars(args).items() if k in CHILD_ARGS},
         "starts": {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in runs.items()},
         "first_over_best_warm": speedup,
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        **load_record(LOAD_AT_START),
         "cpu_count": os.cpu_count(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"first start / best warm start: {speedup}\nwrote {args.out}")
+    if "commands" in previous:
+        result["commands"] = previous["commands"]
+    write(out_path, result)
+    print(f"first start / best warm start: {speedup}")
+
+
+CHILD_ARGS = ("model", "classes", "in_channels", "size", "batch", "warm_starts")
+TRAIN = ["-m", "jaxseg.train", "--config", "configs/unet.py"]
+TRAIN_FLAGS = [
+    "--config.num_train_steps=2",
+    "--config.eval_every_steps=2",
+    "--config.checkpoint_every_steps=2",
+]
+
+
+def command_starts(args) -> dict | None:
+    """Wall times of ``jaxseg.train`` and ``jaxseg.predict`` processes, first and second start
+    with a fresh cache folder (``None`` with ``--dry-run``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache, images = tmp / "cache", tmp / "images"
+
+        def start(argv: list[str], cache_setting: str) -> dict | None:
+            command = [sys.executable, *argv]
+            print(f"$ JAXSEG_COMPILE_CACHE={cache_setting} {shlex.join(command)}", flush=True)
+            if args.dry_run:
+                return None
+            env = dict(os.environ, JAXSEG_COMPILE_CACHE=cache_setting)
+            begin = time.perf_counter()
+            out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+            wall_s = time.perf_counter() - begin
+            if out.returncode:
+                sys.exit(f"exit status {out.returncode}:\n{out.stderr[-4000:]}")
+            print(f"  {wall_s:.1f} s", flush=True)
+            return {"wall_s": round(wall_s, 2), "cache_entries": cache_entries(cache)}
+
+        def train(workdir: str) -> list[str]:
+            return [*TRAIN, "--workdir", str(tmp / workdir), *TRAIN_FLAGS]
+
+        def predict(output: str) -> list[str]:
+            return ["-m", "jaxseg.predict", "--workdir", str(tmp / "run"), "--input",
+                    str(images), "--output", str(tmp / output)]  # fmt: skip
+
+        if not args.dry_run:
+            write_images(images, args.images, args.image_size)
+        starts = {
+            "train_cache_off_before_the_timed_starts": start(train("warm_up"), "0"),
+            "train_first": start(train("run"), str(cache)),
+            "train_second": start(train("run_second"), str(cache)),
+            "predict_first": start(predict("predictions_first"), str(cache)),
+            "predict_second": start(predict("predictions_second"), str(cache)),
+        }
+    if args.dry_run:
+        return None
+    return {
+        "what": "wall time of each process; JAXSEG_COMPILE_CACHE=<a new empty folder>",
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "train": shlex.join(["python", *TRAIN, "--workdir", "<tmp>/run", *TRAIN_FLAGS]),
+        "predict": f"python -m jaxseg.predict --workdir <tmp>/run --input <{args.images} "
+        f"{args.image_size}x{args.image_size} RGB PNGs> --output <tmp>/predictions",
+        "starts": starts,
+        "first_over_second": {
+            name: round(starts[f"{name}_first"]["wall_s"] / starts[f"{name}_second"]["wall_s"], 2)
+            for name in ("train", "predict")
+        },
+        **load_record(LOAD_AT_START),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_images(folder: Path, count: int, size: int) -> None:
+    """``count`` random RGB PNGs of ``size`` x ``size`` pixels for ``jaxseg.predict``."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"image_{i}.png")
+
+
+def cache_entries(folder: Path) -> int:
+    """Executables in a cache folder (as ``jaxseg.compile_cache.entries`` counts them)."""
+    return sum(1 for p in folder.iterdir() if p.name.endswith("-cache")) if folder.is_dir() else 0
+
+
+def write(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    warn_if_busy(LOAD_AT_START)  # Again, beside the figures.
 
 
 if __name__ == "__main__":

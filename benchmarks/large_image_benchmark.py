@@ -15,12 +15,16 @@ are random (timing does not depend on them). Peak memory should be the image, th
 ``[H, W, K]`` output and a few tile batches: nothing scales with the image beyond those two.
 """
 
+# ruff: noqa: E402 - the load average is read before the imports below do any work.
 from __future__ import annotations
+
+import os
+
+LOAD_AT_START = os.getloadavg()[0]  # Before importing jax and torch, before compiling.
 
 import argparse
 import datetime
 import json
-import os
 import resource
 import sys
 import time
@@ -32,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import machine_info  # noqa: E402
+from machine import load_record, machine_info, warn_if_busy
 
 from jaxseg import inference, models  # noqa: E402
 from jaxseg.xla_options import compiler_options  # noqa: E402
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--torch-rounds", type=int, default=3, help="0: no PyTorch comparison")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results/large_image.json"))
     args = parser.parse_args()
+    warn_if_busy(LOAD_AT_START)
 
     model = models.create(
         "unet", args.num_classes, depth=args.depth, base_features=args.base_features
@@ -79,7 +84,7 @@ def main() -> None:
     compile_s = time.perf_counter() - start
 
     image = np.random.default_rng(0).random((args.size, args.size, 1), dtype=np.float32)
-    rss_before, load_before = peak_rss_mib(), os.getloadavg()[0]
+    rss_before = peak_rss_mib()
     rows, cols = predictor.tile_grid(image.shape)
     start = time.perf_counter()
     probs = predictor(image)
@@ -121,7 +126,7 @@ def main() -> None:
         "image_mib": round(image.nbytes / MIB, 1),
         "output_mib": round(probs.nbytes / MIB, 1),
         "tile_batch_input_mib": round(predictor.tile_batch_size * tile**2 * 4 / MIB, 2),
-        "load_average_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        **load_record(LOAD_AT_START),
         "network_only_vs_pytorch": versus_torch,
         "machine": machine_info(),
     }
@@ -129,6 +134,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     print(f"wrote {args.out}")
+    warn_if_busy(LOAD_AT_START)  # Again, beside the figures.
 
 
 def torch_comparison(model, variables, args, tile: int, batch: int) -> dict:

@@ -22,12 +22,16 @@ the jaxseg step and the achieved GFLOP/s of both sides (same network, same arith
 machine description to ``benchmarks/results/train_step.json``.
 """
 
+# ruff: noqa: E402 - the load average is read before the imports below do any work.
 from __future__ import annotations
+
+import os
+
+LOAD_AT_START = os.getloadavg()[0]  # Before importing jax and torch, before compiling.
 
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from machine import machine_info  # noqa: E402
+from machine import load_record, machine_info, warn_if_busy
 from torch_reference import TorchSimpleFCN, TorchSimpleUNet, TorchUNet  # noqa: E402
 
 from jaxseg import flops, models, xla_options  # noqa: E402
@@ -172,6 +176,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="default: benchmarks/results/train_step.json")
     args = parser.parse_args()
+    warn_if_busy(LOAD_AT_START)
     if args.quick:
         args.rounds, args.steps, args.warmup = 1, 1, 1
     out_path = Path(
@@ -223,7 +228,6 @@ def main() -> None:
             )
             print(f"ready: {name} {mode} (compiled in {compile_s:.1f} s)", flush=True)
 
-    load_before = os.getloadavg()
     for r in range(args.rounds):
         for case in cases:
             order = sides[r % len(sides) :] + sides[: r % len(sides)]  # Rotates every round.
@@ -289,7 +293,7 @@ def main() -> None:
             "flops": "XLA cost analysis of the compiled jaxseg step (multiply-add = 2 FLOPs)",
         },
         "results": results,
-        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        **load_record(LOAD_AT_START),
         "machine": run_machine_info(),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,6 +306,7 @@ def main() -> None:
             f"PyTorch {np.median(e['images_per_s']['pytorch']):.2f} img/s"
         )
     print(f"wrote {out_path}")
+    warn_if_busy(LOAD_AT_START)  # Again, beside the figures.
 
 
 if __name__ == "__main__":

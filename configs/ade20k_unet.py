@@ -1,14 +1,16 @@
 """U-Net on an ImageNet ResNet-34 encoder on ADE20K (MIT Scene Parsing, 150 classes, stored label 0
-"other" ignored) from the TFDS catalog (``scene_parse150``), every image resized to 256x256.
+"other" ignored), read from your copy of the official release ``ADEChallengeData2016`` (train:
+20,210 images, validation: 2,000), every image resized to 256x256.
 
 The encoder starts from torchvision's ImageNet ResNet-34 (``hf-hub:timm/resnet34.tv_in1k``, so
 ImageNet mean/std input normalisation); the decoder and the head start fresh (offline, see
-``configs/fcn32s.py`` for the two ways to provide the weights). TFDS downloads the data (about
-1 GB) on first use: prepare it where the network allows, then point data_dir at it. ADE20K:
-research use; see the dataset's terms (images keep their own licences). TFDS's builder reads the
-2017 instance annotations: see the caution beside the ``ade20k`` spec in jaxseg/data/specs.py.
+``configs/fcn32s.py`` for the two ways to provide the weights). Download and unzip
+``ADEChallengeData2016.zip`` (about 1 GB, sceneparsing.csail.mit.edu); manual_dir is that folder
+or the folder holding it. ADE20K: research use; see the dataset's terms (images keep their own
+licences). Not TFDS's catalog ``scene_parse150``: see the ``ade20k`` spec in jaxseg/data/specs.py.
 
-    python -m jaxseg.train --config configs/ade20k_unet.py --workdir workdirs/ade20k_unet
+    python -m jaxseg.train --config configs/ade20k_unet.py --workdir workdirs/ade20k_unet \
+        --config.manual_dir=/path/to/ADEChallengeData2016
 """
 
 from configs import base

@@ -28,6 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.class_names = ()  # Folder datasets only: one name per class.
     config.ignore_label = placeholder(int)  # Folder datasets only: stored label value to ignore.
     config.num_channels = 3  # Folder datasets only: image channels, checked against every file.
+    # Pixel type the model is trained on ('uint8', 'uint16' or 'float32'): leave '', training
+    # records the data's (folder datasets: as stored; the others uint8); export takes it as input.
+    config.input_dtype = ""
     config.train_split = ""  # '' = the dataset's default training split.
     config.eval_split = ""  # '' = the dataset's default evaluation split.
     config.input_size = (64, 64)  # (height, width) of training crops fed to the model.

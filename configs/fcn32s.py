@@ -21,7 +21,8 @@ from configs import base
 def get_config():
     config = base.get_config()
     config.model = "fcn32s"
-    config.model_kwargs = {}
+    # The paper's VGG16 widths (smaller ones make a tiny FCN for tests), fc6/fc7 dropout.
+    config.model_kwargs = {"base_features": 64, "fc_features": 4096, "dropout_rate": 0.5}
     config.init_from = "hf-hub:timm/vgg16.tv_in1k"  # torchvision's ImageNet VGG16 (timm names).
     config.normalization = "imagenet"  # What those weights were trained on.
     config.dataset = "voc2012_segmentation"

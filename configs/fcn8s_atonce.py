@@ -14,5 +14,5 @@ from configs import fcn32s
 def get_config():
     config = fcn32s.get_config()
     config.model = "fcn8s"
-    config.model_kwargs = {"skip_scales": (0.01, 0.0001)}  # pool4, pool3.
+    config.model_kwargs = {**config.model_kwargs, "skip_scales": (0.01, 0.0001)}  # pool4, pool3.
     return config

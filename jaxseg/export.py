@@ -62,7 +62,7 @@ def main(argv) -> int:
         else ",".join(metadata["platforms"])
     )
     print(
-        f"exported step {metadata['step']} ({metadata['checkpoint']}) for uint8 {shape}"
+        f"exported step {metadata['step']} ({metadata['checkpoint']}) for {size['dtype']} {shape}"
         f"{resized} on {target} -> {_OUTPUT.value} (+ {sidecar_path(_OUTPUT.value)})"
     )
     return 0

@@ -8,6 +8,18 @@ XLA counts a multiply-add as two FLOPs: the paper U-Net's forward at 572x572 (15
 out at 301.1 GFLOP. The count is per device: an SPMD-partitioned step reports what one device
 runs, so the whole step is ``flops * num_devices(compiled)``.
 
+XLA's cost analysis counts the body of a loop (``lax.scan``, ``fori_loop``, ``while_loop``) once,
+whatever its trip count: a step that scans over ``k`` micro-batches (gradient accumulation) is
+counted about ``k`` times too low. :func:`step_flops` takes ``count_fn``, the same step without
+the loop (e.g. ``grad_accum_steps=1`` on the same global batch), which it lowers but does not
+compile, and counts that instead.
+
+With ``remat=True`` (activation checkpointing) the backward pass recomputes the forward. On GPU
+and TPU the compiled step's count then includes that recomputation (as does a lowered
+``count_fn``'s on every platform; XLA:CPU's compiled count leaves it out), so the "MFU" logged
+is hardware FLOPs utilisation rather than model FLOPs utilisation: higher by up to a third
+(a forward is about a third of a forward + backward).
+
 Peaks are the vendors' dense figures (no 2:4 structured sparsity) in FLOP/s per device as JAX
 sees it (one device per GPU or TPU chip). Which column applies depends on the compute dtype and
 the matmul precision: with JAX's default precision, float32 dots and convolutions run as TF32
@@ -184,8 +196,17 @@ def num_devices(compiled: Any) -> int:
     return max((len(s.device_set) for s in shardings), default=1)
 
 
-def step_flops(fn: Any, *args, **kwargs) -> tuple[Any, float | None]:
+def step_flops(fn: Any, *args, count_fn: Any = None, **kwargs) -> tuple[Any, float | None]:
     """Compiles ``fn`` (a ``jax.jit`` function, or a plain one to jit) for ``args``.
+
+    Args:
+      fn: the step to compile.
+      *args: its arguments (arrays, or ``jax.ShapeDtypeStruct`` with shardings).
+      count_fn: what to count instead of ``fn``, lowered (not compiled) with the same arguments:
+        ``fn`` without a loop whose body XLA would count once (see the module docstring). Its
+        lowered module is the whole, unpartitioned computation, so its count is divided by the
+        devices ``fn`` runs on.
+      **kwargs: keyword arguments of ``fn``.
 
     Returns:
       ``(compiled, flops)``: the compiled executable, which can be called in place of ``fn``
@@ -194,7 +215,11 @@ def step_flops(fn: Any, *args, **kwargs) -> tuple[Any, float | None]:
     """
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
     compiled = jitted.lower(*args, **kwargs).compile()
-    return compiled, compiled_flops(compiled)
+    if count_fn is None:
+        return compiled, compiled_flops(compiled)
+    counted = count_fn if hasattr(count_fn, "lower") else jax.jit(count_fn)
+    whole = compiled_flops(counted.lower(*args, **kwargs))
+    return compiled, None if whole is None else whole / num_devices(compiled)
 
 
 def mfu(flops: float | None, seconds: float, peak: float | None) -> float | None:

@@ -7,13 +7,16 @@ submodules lazily), so a serving process needs only ``jax`` (with ``flatbuffers`
     from jaxseg.serving import load_exported
 
     model = load_exported("exports/unet.jax")    # reads exports/unet.json beside it
-    out = model(images)                            # uint8 [batch, height, width, channels]
+    out = model(images)                            # [batch, height, width, channels]
     out["classes"]                                 # int32 [batch, height, width]
     out["probabilities"]                           # float32 [batch, height, width, classes]
     model.metadata["class_names"]
+    model.metadata["input"]["dtype"]               # 'uint8', 'uint16' or 'float32'
 
 The artifact is the serialized ``jax.export.Exported`` of the whole inference function, the
 trained variables baked in as constants; the JSON sidecar says what it expects and returns.
+Images have the pixel type the run was trained on (the sidecar's ``input.dtype``: uint8 0-255,
+uint16 0-65535, or float32 as training saw it) and are scaled inside as in training.
 For a run trained on resized images the function resizes inside (the sidecar's ``resize_to``):
 give it images at their own size, as to ``jaxseg.predict``.
 """
@@ -39,7 +42,8 @@ def sidecar_path(path: str) -> str:
 
 
 class ExportedModel:
-    """A deserialized export: call it on ``uint8 [batch, height, width, channels]`` images.
+    """A deserialized export: call it on ``[batch, height, width, channels]`` images of its
+    ``input_dtype``.
 
     Attributes:
       exported: the ``jax.export.Exported``.
@@ -57,11 +61,23 @@ class ExportedModel:
     def class_names(self) -> list[str] | None:
         return self.metadata.get("class_names")
 
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The pixel type it takes: the sidecar's ``input.dtype`` (without a sidecar, the
+        exported function's)."""
+        dtype = self.metadata.get("input", {}).get("dtype")
+        return np.dtype(dtype or self.exported.in_avals[0].dtype)
+
     def check(self, images: np.ndarray) -> None:
         """Raises ``ValueError`` when ``images`` do not fit the exported function."""
-        want = self.metadata.get("input", {})
-        if images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (0-255); got {images.dtype}")
+        want, dtype = self.metadata.get("input", {}), self.input_dtype
+        if images.dtype != dtype:
+            low_high = want.get("value_range") or ()
+            shown = f"{dtype.name} ({low_high[0]}-{low_high[1]})" if low_high else dtype.name
+            raise ValueError(
+                f"images must be {shown}, the pixel type the model was trained on; got "
+                f"{images.dtype} (convert or rescale them first)"
+            )
         if images.ndim != 4:
             raise ValueError(f"images must be [batch, height, width, channels]; got {images.shape}")
         _, height, width, channels = images.shape

@@ -22,6 +22,7 @@ import functools
 import os
 
 import jax
+import numpy as np
 
 ENV_VAR = "JAXSEG_XLA_CPU_OPTIONS"
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
@@ -42,9 +43,14 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
 
 @functools.cache
 def _supported() -> bool:
-    """Whether this jaxlib's CPU compiler accepts :data:`CPU_OPTIONS` (a tiny compile, once)."""
+    """Whether this jaxlib's CPU compiler accepts :data:`CPU_OPTIONS` (a tiny compile, once).
+
+    The probe runs on a CPU device whatever the default backend is: the options are XLA:CPU's
+    (another backend's compiler is no test of them), and CPU work on a GPU host asks for them.
+    """
     try:
-        jax.jit(lambda x: x + 1).lower(1.0).compile(compiler_options=CPU_OPTIONS)
-    except Exception:  # noqa: BLE001 - an unknown option or enum value: run without it.
+        x = jax.device_put(np.float32(1.0), jax.devices("cpu")[0])
+        jax.jit(lambda x: x + 1).lower(x).compile(compiler_options=CPU_OPTIONS)
+    except Exception:  # noqa: BLE001 - no CPU backend, an unknown option or enum value.
         return False
     return True

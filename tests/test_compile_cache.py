@@ -77,6 +77,7 @@ def restore_config():
     saved = (
         jax.config.jax_compilation_cache_dir,
         jax.config.jax_persistent_cache_min_compile_time_secs,
+        jax.config.jax_enable_compilation_cache,
     )
     yield
     from jax.experimental.compilation_cache import compilation_cache as cc
@@ -84,6 +85,7 @@ def restore_config():
     cc.reset_cache()
     jax.config.update("jax_compilation_cache_dir", saved[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", saved[1])
+    jax.config.update("jax_enable_compilation_cache", saved[2])
 
 
 def test_folder_precedence(tmp_path, monkeypatch, restore_config):
@@ -111,3 +113,50 @@ def test_off_values(value, monkeypatch, restore_config):
     assert compile_cache.enable() is None
     assert compile_cache.enable(False) is None
     assert jax.config.jax_compilation_cache_dir == before
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/jaxseg-xla", "s3://bucket/path/xla"])
+def test_a_url_goes_to_jax_untouched(url, tmp_path, monkeypatch, restore_config):
+    monkeypatch.chdir(tmp_path)  # Path(url).mkdir() would create ./gs:/bucket/... here.
+    monkeypatch.setenv(compile_cache.ENV_VAR, url)
+    assert compile_cache.enable() == url
+    assert jax.config.jax_compilation_cache_dir == url and compile_cache.is_enabled()
+    monkeypatch.delenv(compile_cache.ENV_VAR)
+    assert compile_cache.enable(cache_dir=url + "/explicit") == url + "/explicit"
+    jax.config.update("jax_compilation_cache_dir", url)  # As $JAX_COMPILATION_CACHE_DIR sets it.
+    assert compile_cache.enable() == url
+    assert jax.config.jax_compilation_cache_dir == url
+    assert list(tmp_path.iterdir()) == [] and compile_cache.entries() == 0
+
+
+def test_off_after_an_earlier_enable_in_the_same_process(tmp_path, restore_config):
+    folder = tmp_path / "cache"
+    x = jax.numpy.arange(8.0)
+    assert compile_cache.enable(cache_dir=folder, min_compile_time_secs=0) == folder
+    jax.jit(lambda x: x * 2.0 + 1.0).lower(x).compile()
+    written = compile_cache.entries(folder)
+    assert written >= 1
+
+    assert compile_cache.enable(False) is None
+    assert not compile_cache.is_enabled() and not jax.config.jax_enable_compilation_cache
+    jax.jit(lambda x: jax.numpy.sin(x) * 3.0).lower(x).compile()
+    assert compile_cache.entries(folder) == written  # Off: nothing written.
+
+    assert compile_cache.enable(cache_dir=folder) == folder  # And on again.
+    jax.jit(lambda x: jax.numpy.cos(x) - 2.0).lower(x).compile()
+    assert compile_cache.entries(folder) > written
+
+
+def test_off_wins_over_jax_compilation_cache_dir(child_env, tmp_path):
+    folder = tmp_path / "jax_dir"
+    child_env.update(
+        JAX_COMPILATION_CACHE_DIR=str(folder),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",  # Else nothing would be written anyway.
+        **{compile_cache.ENV_VAR: "0"},
+    )
+    off = _run_child(child_env)
+    assert off["path"] == "None" and not off["hit"]
+    assert compile_cache.entries(folder) == 0
+    del child_env[compile_cache.ENV_VAR]  # The same with the cache on writes there.
+    on = _run_child(child_env)
+    assert on["path"] == str(folder) and compile_cache.entries(folder) >= 1

@@ -10,7 +10,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from trained_run import RESIZE_TO, ROOT, isbi_run, resized_run, same_run, subprocess_env
+from trained_run import RESIZE_TO, ROOT, fcn_run, isbi_run, resized_run, same_run, subprocess_env
 
 from jaxseg import inference, runs
 from jaxseg.data import synthetic
@@ -157,3 +157,15 @@ def smooth_image(height, width, seed):
     """A photo-like uint8 RGB image (synthetic shapes), so that resizing is not all noise."""
     image, _ = synthetic.make_example(0, seed, size=max(height, width))
     return image[:height, :width]
+
+
+def test_fcn_exports_for_symbolic_multiples_of_32(fcn_run, tmp_path):
+    trained = load_trained(fcn_run)
+    exported, metadata = export_model(trained)
+    assert metadata["input"]["size_multiple"] == 32  # Ceil-mode pooling: static at 32s.
+    save_exported(str(tmp_path / "fcn.jax"), exported, metadata)
+    model = load_exported(str(tmp_path / "fcn.jax"))
+    for batch, height, width in ((1, 32, 64), (2, 64, 32)):
+        x = images(batch, height, width, 3)
+        want = model_probabilities(trained, x)
+        np.testing.assert_allclose(model(x)["probabilities"], want, atol=1e-5)

@@ -15,6 +15,7 @@ from trained_run import tiny_config
 
 from jaxseg import checkpoint, data, models, runs, serving, training
 from jaxseg.models.geometry import Geometry
+from jaxseg.training import frozen as training_frozen
 from jaxseg.training import init as training_init
 
 
@@ -30,7 +31,7 @@ class NormNet(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         x = nn.Conv(4, (3, 3), name="encoder_conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="encoder_bn")(x)
+        x = nn.BatchNorm(momentum=0.9, name="encoder_bn")(x, use_running_average=not train)
         x = nn.relu(x)
         x = nn.Conv(4, (3, 3), name="middle")(x)
         return nn.Conv(self.num_classes, (1, 1), name="head")(nn.relu(x))
@@ -112,7 +113,7 @@ def _saved_run(workdir, model, num_classes, seed):
 def test_fine_tuning_a_five_class_run_into_a_three_class_head(tmp_path):
     old = _saved_run(str(tmp_path / "five"), NormNet, 5, seed=1)
     fresh = NormNet(3).init(jax.random.key(2), jnp.zeros((1, 16, 16, 3)))
-    merged, report = training_init.from_run(str(tmp_path / "five"), dict(fresh))
+    merged, report = training_init.from_run(str(tmp_path / "five"), dict(fresh), num_classes=3)
     for name in ("encoder_conv", "middle"):
         for a, b in zip(
             jax.tree.leaves(merged["params"][name]), jax.tree.leaves(old["params"][name])
@@ -126,7 +127,7 @@ def test_fine_tuning_a_five_class_run_into_a_three_class_head(tmp_path):
     assert report["fresh"] == ["params/head/bias", "params/head/kernel"]
     # init_exclude keeps more fresh.
     merged, report = training_init.from_run(
-        str(tmp_path / "five"), dict(fresh), exclude=("middle",)
+        str(tmp_path / "five"), dict(fresh), exclude=("middle",), num_classes=3
     )
     np.testing.assert_array_equal(
         merged["params"]["middle"]["kernel"], fresh["params"]["middle"]["kernel"]
@@ -162,3 +163,52 @@ def test_normalization_is_the_same_in_training_prediction_and_export(tmp_path):
     sidecar = json.load(open(tmp_path / "m.json"))
     assert sidecar["normalization"]["name"] == "statistics"
     np.testing.assert_allclose(sidecar["normalization"]["mean"], mean)
+
+
+def _one_step_metrics(config):
+    setup = training.resolve(config, jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",)))
+    tx, _ = training.create_optimizer(config)
+    state = training.create_train_state(config, setup, tx)
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.random((4, 16, 16, 3), np.float32),
+             "label": rng.integers(0, 5, (4, 16, 16)).astype(np.int32)}  # fmt: skip
+    new, metrics = jax.jit(functools.partial(training.train_step, config=config,
+                                             aug=setup.augment))(state, batch)  # fmt: skip
+    return jax.device_get(state), jax.device_get(new), jax.device_get(metrics)
+
+
+def test_frozen_gradients_count_neither_in_clipping_nor_in_the_logged_norm(norm_net, tmp_path):
+    # Freezing 'middle' (no batch norm) leaves the forward pass as it was: the other gradients
+    # are the unfrozen run's; the logged norm and the clipping see only those.
+    before, after, full = _one_step_metrics(_config(tmp_path))
+    grads = jax.tree.map(lambda a, b: (a - b) / 0.1, before.params, after.params)  # SGD, lr 0.1.
+    middle = float(np.sqrt(sum(np.sum(g**2) for g in jax.tree.leaves(grads["middle"]))))
+    _, frozen_after, frozen = _one_step_metrics(_config(tmp_path, frozen=("middle",)))
+    rest = np.sqrt(float(full["grad_norm"]) ** 2 - middle**2)
+    np.testing.assert_allclose(float(frozen["grad_norm"]), rest, rtol=1e-4)
+    assert middle > 0.1 * float(full["grad_norm"])  # The frozen part is not negligible.
+    clip = 0.5 * rest  # Clipping now scales the head's step by exactly 0.5.
+    clipped_config = _config(tmp_path, frozen=("middle",))
+    clipped_config.grad_clip_norm = clip
+    _, clipped_after, _ = _one_step_metrics(clipped_config)
+    step = frozen_after.params["head"]["kernel"] - before.params["head"]["kernel"]
+    clipped = clipped_after.params["head"]["kernel"] - before.params["head"]["kernel"]
+    # Differences of float32 parameters of order 1: round-off of ~6e-8 on steps of ~1e-3.
+    np.testing.assert_allclose(clipped, 0.5 * step, rtol=1e-4, atol=2e-7)
+    assert np.abs(step).max() > 1e-4
+
+
+def test_frozen_batch_norm_uses_its_running_statistics_in_training(norm_net, tmp_path):
+    model = NormNet(5)
+    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3)) * 3.0 + 1.0
+    variables = jax.tree.map(np.array, model.init(jax.random.key(1), x))
+    variables["batch_stats"]["encoder_bn"]["mean"] += 0.5  # Not the batch's statistics.
+    variables["batch_stats"]["encoder_bn"]["var"] *= 2.0
+    evaluated = model.apply(variables, x, train=False)
+    trained, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert np.abs(np.asarray(trained) - np.asarray(evaluated)).max() > 1e-2
+    with training_frozen.running_statistics_for_frozen(("encoder_*",)):
+        frozen, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(frozen, evaluated, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(updates["batch_stats"]["encoder_bn"]["mean"],
+                                  variables["batch_stats"]["encoder_bn"]["mean"])  # fmt: skip

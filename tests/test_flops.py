@@ -1,12 +1,19 @@
-"""FLOPs from XLA's cost analysis, checked against analytic counts, and the peak table / MFU."""
+"""FLOPs from XLA's cost analysis, checked against analytic counts, and the peak table / MFU;
+the training log's FLOPs and rates."""
+
+import functools
+import re
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from trained_run import tiny_config
 
-from jaxseg import flops, models
+from jaxseg import flops, models, parallel, training
+from jaxseg.training import loop
 
 
 def unet_forward_macs(size, in_channels=1, num_classes=2, base=64, depth=4):
@@ -116,3 +123,104 @@ def test_mfu_and_throughput_metrics():
     assert m == {"tflops_per_s": pytest.approx(16.0), "mfu": pytest.approx(0.5)}
     assert flops.throughput_metrics(1e12, 0.5) == {"tflops_per_s": pytest.approx(2.0)}
     assert flops.throughput_metrics(None, 0.5) == {}
+
+
+def test_a_scan_body_counts_once_unless_a_count_fn_is_given():
+    a, b = jnp.ones((4, 32, 64)), jnp.ones((64, 16))
+
+    def scanned(a, b):  # Four 32x64 @ 64x16 products in a loop.
+        return jax.lax.scan(lambda c, x: (c + x @ b, None), jnp.zeros((32, 16)), a)[0]
+
+    whole = 2 * 4 * 32 * 64 * 16
+    compiled, count = flops.step_flops(scanned, a, b)
+    assert count < whole / 2  # XLA's cost analysis: the body once, not four times.
+    unrolled = lambda a, b: jnp.sum(a @ b, axis=0)
+    compiled, count = flops.step_flops(scanned, a, b, count_fn=unrolled)
+    assert count == pytest.approx(whole, rel=0.01)
+    np.testing.assert_allclose(compiled(a, b), np.full((32, 16), 256.0))
+
+
+def test_a_count_fn_is_divided_over_the_devices():
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several (fake) devices; conftest asks for 8")
+    mesh = Mesh(np.array(devices), ("data",))
+    rows = 16 * len(devices)
+    a = jax.device_put(jnp.ones((rows, 64)), NamedSharding(mesh, PartitionSpec("data")))
+    b = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, PartitionSpec()))
+    matmul = jax.jit(lambda a, b: a @ b)
+    compiled, count = flops.step_flops(matmul, a, b, count_fn=matmul)
+    assert count * flops.num_devices(compiled) == pytest.approx(2 * rows * 64 * 32, rel=0.01)
+
+
+class Writer:
+    def __init__(self):
+        self.records = []
+
+    def scalars(self, step, split, values):
+        self.records.append((step, split, values))
+
+
+def _training_log(config, devices):
+    """A ``_TrainLog``, the train step, state and a batch, set up as the training loop does."""
+    config = training.complete_config(config)
+    mesh = parallel.data_mesh(devices)
+    setup = training.resolve(config, mesh)
+    tx, schedule = training.create_optimizer(config)
+    replicated, sharded = parallel.shardings(mesh)
+    state = jax.device_put(training.create_train_state(config, setup, tx), replicated)
+    train_fn = jax.jit(
+        functools.partial(training.train_step, config=config, aug=setup.augment),
+        in_shardings=(replicated, sharded),
+        out_shardings=(replicated, replicated),
+    )
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8),
+             "label": rng.integers(0, 5, (8, 32, 32)).astype(np.int32)}  # fmt: skip
+    batch = parallel.global_batch(batch, sharded)
+    log = loop._TrainLog(config, schedule, Writer(), 0, setup.augment, (replicated, sharded))
+    return log, train_fn, state, batch
+
+
+@pytest.mark.parametrize("devices", [1, 8], ids=["one_device", "eight_devices"])
+def test_logged_gflop_per_step_counts_every_micro_batch(devices, capsys):
+    # XLA counts the scan over micro-batches once: the log counts the step without it.
+    if len(jax.devices()) < devices:
+        pytest.skip("needs the conftest's 8 fake devices")
+    logged = {}
+    for k in (1, 4):
+        config = tiny_config(grad_accum_steps=k, batch_size=8)
+        log, train_fn, state, batch = _training_log(config, jax.devices()[:devices])
+        log.compiled(train_fn, state, batch)
+        out = capsys.readouterr().out
+        line = re.search(r"train step: ([\d.e+-]+) GFLOP on (\d+) device", out)
+        assert line and int(line.group(2)) == devices, out
+        logged[k] = float(line.group(1))
+        assert log.cost[0] * devices / 1e9 == pytest.approx(logged[k], rel=1e-3)
+    assert logged[4] == pytest.approx(logged[1], rel=0.05), logged
+
+
+def test_rates_leave_out_compiling_evaluating_and_saving():
+    now = [0.0]
+    config = ml_collections.ConfigDict({"batch_size": 4, "dtype": "float32", "grad_accum_steps": 1})
+    writer = Writer()
+    log = loop._TrainLog(config, lambda step: 0.1, writer, 0, None, None, clock=lambda: now[0])
+    step_fn = jax.jit(lambda state, batch: (state + 1, {"loss": jnp.mean(batch)}))
+    state, batch = jnp.zeros(()), jnp.ones((4, 8))
+    now[0] = 100.0  # Compiling ends at t = 100 s.
+    step_fn = log.compiled(step_fn, state, batch)
+    for _ in range(2):
+        state, metrics = step_fn(state, batch)
+    now[0] = 102.0  # Steps 1 and 2: 1 s each.
+    log.write(2, metrics)
+    now[0] = 150.0  # An evaluation or a checkpoint save after step 2 (the loop restarts then).
+    log.restart(2)
+    now[0] = 156.0  # Steps 3 to 5: 2 s each.
+    log.write(5, metrics)
+    (step2, split, first), (step5, _, second) = writer.records
+    assert (step2, step5, split) == (2, 5, "train")
+    assert first["images_per_second"] == pytest.approx(4.0)
+    assert second["images_per_second"] == pytest.approx(2.0)
+    step_flops, devices = log.cost
+    assert first["tflops_per_s"] == pytest.approx(step_flops * devices / 1.0 / 1e12)
+    assert second["tflops_per_s"] == pytest.approx(step_flops * devices / 2.0 / 1e12)

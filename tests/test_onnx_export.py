@@ -14,7 +14,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("jax2onnx")
 
-from trained_run import ROOT, _run, isbi_run, same_run, subprocess_env, tiny_config  # noqa: E402
+from trained_run import ROOT, fcn_run, isbi_run, same_run, subprocess_env  # noqa: E402
 
 from jaxseg import runs  # noqa: E402
 from jaxseg.errors import UserError  # noqa: E402
@@ -22,19 +22,6 @@ from jaxseg.runs import export_onnx, load_trained, save_onnx  # noqa: E402
 
 RNG = np.random.default_rng(0)
 PARITY = 1e-4  # Issue 13: onnxruntime equals jaxseg.predict within this.
-
-
-@pytest.fixture(scope="session")
-def fcn_run(tmp_path_factory, same_run) -> str:
-    """A tiny FCN-8s (2 base features, fc 8) on same_run's data, 4 steps."""
-    data_dir = os.path.join(os.path.dirname(same_run), "tfds")  # Prepared once, for both.
-
-    def make_config(root):
-        config = tiny_config(data_dir=data_dir, model="fcn8s", num_train_steps=4)
-        config.model_kwargs = {"base_features": 2, "fc_features": 8}
-        return config
-
-    return _run("fcn8s", tmp_path_factory, make_config)
 
 
 def images(batch, height, width, channels):

@@ -190,3 +190,34 @@ def test_training_starts_from_init_from_and_a_resumed_run_does_not_read_it(
     training.train_and_evaluate(config, workdir)
     out = capsys.readouterr().out
     assert f"Resumed from step 2 in {workdir}" in out and "init_from" not in out
+
+
+def test_a_head_for_another_class_count_stays_fresh_other_shapes_are_errors(tmp_path):
+    pytest.importorskip("torch")
+    import safetensors.torch
+    import torch_backbone_reference as backbone_ref
+
+    smp = backbone_ref.randomize(backbone_ref.SmpUnet("resnet18", classes=7), seed=4)
+    path = tmp_path / "unet7.safetensors"
+    safetensors.torch.save_file(smp.state_dict(), path)
+    config = tiny("unet_resnet34_camvid.py", tmp_path, encoder_name="resnet18")
+    config.init_from = str(path)  # A 7-class smp Unet into this 5-class model.
+    fresh, logged = fresh_state(config), []
+    loaded = training_init.initialized_state(config, fresh, log=logged.append)
+    np.testing.assert_array_equal(
+        loaded.params["segmentation_head_0"]["kernel"],
+        fresh.params["segmentation_head_0"]["kernel"],
+    )
+    state_key = "decoder.blocks.4.conv2.0.weight"
+    np.testing.assert_array_equal(
+        loaded.params["decoder"]["blocks_4"]["conv2_0"]["kernel"],
+        smp.state_dict()[state_key].numpy().transpose(2, 3, 1, 0),
+    )
+    assert "fresh: params/segmentation_head_0" in logged[0]
+    # A run of another width is another architecture: an error naming the tensors.
+    run = str(tmp_path / "fcn32s")
+    _fcn32s_run(run)
+    wide = tiny("fcn16s_staged.py", tmp_path, base_features=4, fc_features=4)
+    wide.init_from = run
+    with pytest.raises(UserError, match=r"shape: params/vgg16/conv1_1/bias is \(2,\) .* \(4,\)"):
+        training_init.initialized_state(wide, fresh_state(wide))

@@ -8,6 +8,7 @@ same code path, 1/16 of the work).
 """
 
 import json
+import re
 import sys
 
 import flax.linen as nn
@@ -297,3 +298,18 @@ def test_conv_and_batch_norm_helpers_match_torch_resnet_stem():
     assert_close(stem.apply(variables, x), nhwc(resnet.stem(nchw(x))), "resnet stem")
     dense = convert.dense(numpy_state(resnet), "fc")
     np.testing.assert_array_equal(dense["kernel"], resnet.fc.weight.detach().numpy().T)
+
+
+def test_a_cut_short_or_foreign_file_is_a_one_line_error_naming_it(tmp_path):
+    good = {"w": np.arange(1000, dtype=np.float32)}
+    safetensors.numpy.save_file(good, tmp_path / "w.safetensors")
+    np.savez(tmp_path / "w.npz", **good)
+    torch.save({"w": torch.arange(1000.0)}, tmp_path / "w.pth")
+    for name in ("w.safetensors", "w.npz", "w.pth"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[: len(data) // 2])
+        with raises(rf"cut_{re.escape(name)} is not a readable \.\w+ file \(cut short"):
+            weights.load_state_dict(tmp_path / f"cut_{name}")
+    (tmp_path / "page.safetensors").write_text("<html>not found</html>")
+    with raises(r"page\.safetensors is not a readable \.safetensors file"):
+        weights.load_state_dict(tmp_path / "page.safetensors")

@@ -24,6 +24,34 @@ def test_only_cpu_gets_options(monkeypatch):
     assert xla_options.compiler_options("cpu") == {}  # The user's flag wins.
 
 
+def test_the_probe_compiles_on_a_cpu_device(monkeypatch):
+    # The options are XLA:CPU's: probing the default backend (a GPU's) would turn them off for
+    # CPU work on a GPU host. Spy on what the probe lowers, with a GPU as the default backend.
+    placed = []
+    real_jit = jax.jit
+
+    def spy_jit(fn, **kwargs):
+        jitted = real_jit(fn, **kwargs)
+
+        class Spy:
+            def lower(self, *args):
+                placed.extend(
+                    (d.platform, a.committed) for a in args for d in getattr(a, "devices", set)()
+                )
+                return jitted.lower(*args)
+
+        return Spy()
+
+    monkeypatch.setattr(jax, "jit", spy_jit)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    xla_options._supported.cache_clear()
+    try:
+        assert xla_options._supported()
+    finally:
+        xla_options._supported.cache_clear()
+    assert placed == [("cpu", True)]  # One argument, committed to a CPU device.
+
+
 def _train_step(model):
     tx = optax.adam(1e-3)
 

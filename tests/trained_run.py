@@ -10,7 +10,8 @@ trained once per test process, whichever module asks first, and must not be chan
   (64x64 Voronoi cells with membranes, in the dataset's ``image_NN.png`` + ``label_NN.png``
   layout), 2 classes, grayscale, so the ISBI metrics path runs without the real data;
 * ``resized_run``: ``same_run``'s set-up trained on images resized to ``RESIZE_TO`` (42x54, not
-  a multiple of the model's 4: evaluation pads them to 44x56).
+  a multiple of the model's 4: evaluation pads them to 44x56);
+* ``fcn_run``: a tiny FCN-8s on ``same_run``'s data, 4 steps.
 """
 
 from __future__ import annotations
@@ -124,6 +125,19 @@ def resized_run(tmp_path_factory, same_run) -> str:
         return tiny_config(data_dir=data_dir, resize_to=RESIZE_TO, eval_size=(44, 56))
 
     return _run("resized", tmp_path_factory, make_config)
+
+
+@pytest.fixture(scope="session")
+def fcn_run(tmp_path_factory, same_run) -> str:
+    """A tiny FCN-8s (2 base features, fc 8) on same_run's data, 4 steps."""
+    data_dir = os.path.join(os.path.dirname(same_run), "tfds")  # Prepared once, for both.
+
+    def make_config(root):
+        config = tiny_config(data_dir=data_dir, model="fcn8s", num_train_steps=4)
+        config.model_kwargs = {"base_features": 2, "fc_features": 8}
+        return config
+
+    return _run("fcn8s", tmp_path_factory, make_config)
 
 
 def subprocess_env() -> dict[str, str]:

@@ -1,9 +1,11 @@
 """Datasets (TFDS builders), their specs, and the grain input pipeline.
 
 Importing this package registers jaxseg's builders with TFDS: ``synthetic_shapes`` (the embedded
-default), ``isbi2012``, ``camvid``, ``voc2012_segmentation`` and ``segmentation_folder``.
+default), ``isbi2012``, ``camvid``, ``voc2012_segmentation``, ``ade20k`` and
+``segmentation_folder``.
 """
 
+from jaxseg.data.ade20k import Ade20k
 from jaxseg.data.builders import Camvid, Isbi2012, SegmentationFolder, Voc2012Segmentation
 from jaxseg.data.pipeline import (
     DecodedSource,
@@ -20,6 +22,7 @@ from jaxseg.data.synthetic import SyntheticShapes
 __all__ = [
     "IGNORE_INDEX",
     "SPECS",
+    "Ade20k",
     "Camvid",
     "DatasetSpec",
     "DecodedSource",

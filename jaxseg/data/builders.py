@@ -82,7 +82,7 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return epath.Path(inspect.getfile(cls))
 
 
-class _ManualBuilder(LocalBuilder, skip_registration=True):
+class ManualBuilder(LocalBuilder, skip_registration=True):
     """Shared reading and checking for builders of files in ``manual_dir``."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -122,7 +122,7 @@ class _ManualBuilder(LocalBuilder, skip_registration=True):
         }
 
 
-class Isbi2012(_ManualBuilder):
+class Isbi2012(ManualBuilder):
     """ISBI 2012 EM membranes: labelled training slices (membrane = 0, cell = 1).
 
     ``manual_dir`` holds either the challenge's ``train-volume.tif`` + ``train-labels.tif``
@@ -164,7 +164,7 @@ class Isbi2012(_ManualBuilder):
             )
 
 
-class Camvid(_ManualBuilder):
+class Camvid(ManualBuilder):
     """CamVid in the SegNet layout: 11 classes at 360x480, label 11 (void) ignored."""
 
     EXPECTED = "train/ + trainannot/, val/ + valannot/ (and optionally test/ + testannot/)"
@@ -185,7 +185,7 @@ class Camvid(_ManualBuilder):
         return splits
 
 
-class Voc2012Segmentation(_ManualBuilder):
+class Voc2012Segmentation(ManualBuilder):
     """PASCAL VOC 2012 segmentation: 21 classes, 255 (object borders) ignored.
 
     ``manual_dir`` holds ``VOCdevkit/VOC2012`` (or is that folder). Splits follow
@@ -245,7 +245,7 @@ class SegmentationFolderConfig(tfds.core.BuilderConfig):
         self.spec = folder_spec(self.name, tuple(class_names), ignore_label, num_channels)
 
 
-class SegmentationFolder(_ManualBuilder):
+class SegmentationFolder(ManualBuilder):
     """Users' own data: ``images/`` and ``masks/`` with matching file stems.
 
     Either one split (``manual_dir/images``, ``manual_dir/masks`` -> ``train``) or one folder per

@@ -178,17 +178,18 @@ SPECS: dict[str, DatasetSpec] = {
             needs_manual_dir=True,
             license_note="Cityscapes: " + _NON_COMMERCIAL,
         ),
-        # Caution: TFDS's scene_parse150 builder (4.9) downloads ChallengeData2017's
-        # annotations_instance.tar, whose red channel is the instance task's 100-category id,
-        # not these 150 classes (ADEChallengeData2016's annotations/): check before trusting it.
+        # ADE20K from the user's copy of the official SceneParsing release, ADEChallengeData2016
+        # (jaxseg/data/ade20k.py). Not TFDS's catalog scene_parse150, which cannot be made right:
+        # its builder (TFDS 4.9.10) downloads ChallengeData2017/annotations_instance.tar, whose
+        # red channel is the instance task's category id (100 object classes, no wall, sky or
+        # floor), so these 150 classes cannot be recovered from it by any relabelling.
         DatasetSpec(
             name="ade20k",
-            tfds_name="scene_parse150",
+            tfds_name="ade20k",
             class_names=ADE20K_CLASSES,
             ignore_label=0,  # "other": pixels of none of the 150 classes.
             raw_to_class={raw: raw - 1 for raw in range(1, 151)},  # 151..255 are errors.
-            mask_key="annotation",  # TFDS stores it as an RGB PNG; the loader reads channel 0.
-            eval_split="test",  # TFDS names the 2,000 validation images "test".
+            needs_manual_dir=True,
             license_note="ADE20K / MIT Scene Parsing (Zhou et al. 2017): research use; see the "
             "dataset's terms (groups.csail.mit.edu/vision/datasets/ADE20K); images keep their "
             "own licences",

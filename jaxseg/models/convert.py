@@ -283,8 +283,8 @@ def merge_params(target_params: Mapping, converted: Mapping, *, exclude: Iterabl
         if not set(source) & set(target):
             shown.insert(0, "no path in common: are both trees at the same level (params)?")
         raise UserError(
-            f"the weights do not fit the model ({len(problems)} problem(s); exclude= keeps a "
-            "model layer fresh or drops a converted tensor): " + "; ".join(shown)
+            f"the weights do not fit the model ({len(problems)} problem(s); config.init_exclude "
+            "keeps a model layer fresh and drops the weights' tensor there): " + "; ".join(shown)
         )
     return _unflatten(merged), report
 

@@ -18,9 +18,8 @@ model and the weights' key layout:
 
 Names map by ``convert.torch_to_flax``; the architecture of the weights (``resnet34``,
 ``vgg16_bn``, ...) must be the model's (its ``encoder_name``, or the FCN's depth), and
-``convert.merge_params`` checks every path and shape. A head for another class count is an error
-unless ``exclude`` keeps it fresh (e.g. ``exclude=('segmentation_head_0',)`` or
-``('classifier_4',)``).
+``convert.merge_params`` checks every path and shape. A head for another class count
+(``resized_heads``) stays fresh; ``exclude`` keeps more fresh (e.g. ``('segmentation_head_0',)``).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
+from flax import traverse_util
 
 from jaxseg.errors import UserError
 from jaxseg.models.convert import FCN_HEADS, convert_vgg16, merge_params, torch_to_flax
@@ -192,6 +192,26 @@ LOADERS: dict[str, Callable[[Mapping, Mapping, str], Converted]] = {
 }
 
 
+def resized_heads(target: Mapping, source: Mapping, num_classes: int | None) -> list[str]:
+    """Paths (``/``-joined) in both trees whose shapes differ only by the class count: every
+    axis that differs is one size in ``source`` and ``num_classes`` in the model (a score
+    layer's kernel and bias, an FCN's class-to-class upsampling). Such heads stay fresh when
+    fine-tuning for another class count; any other difference is another architecture."""
+    if num_classes is None:
+        return []
+    flat_target = traverse_util.flatten_dict(target, sep="/")
+    flat_source = traverse_util.flatten_dict(source, sep="/")
+    heads = []
+    for path, value in flat_target.items():
+        old, new = np.shape(flat_source.get(path, value)), np.shape(value)
+        if old == new or len(old) != len(new):
+            continue
+        pairs = {(a, b) for a, b in zip(old, new) if a != b}
+        if len(pairs) == 1 and next(iter(pairs))[1] == num_classes:
+            heads.append(path)
+    return heads
+
+
 def _patterns(patterns: Iterable[str], collections: Iterable[str]) -> list[str]:
     """``exclude`` patterns (paths inside a collection) for ``merge_params`` on whole trees."""
     collections = tuple(collections)
@@ -201,7 +221,12 @@ def _patterns(patterns: Iterable[str], collections: Iterable[str]) -> list[str]:
 
 
 def load_pretrained(
-    model_name: str, variables: Mapping, source, *, exclude: Iterable[str] = ()
+    model_name: str,
+    variables: Mapping,
+    source,
+    *,
+    exclude: Iterable[str] = (),
+    num_classes: int | None = None,
 ) -> tuple[dict, dict]:
     """``variables`` of the registry model ``model_name`` filled from PyTorch weights.
 
@@ -211,6 +236,8 @@ def load_pretrained(
       source: anything ``load_state_dict`` reads (a file, ``hf-hub:ORG/NAME``, a mapping).
       exclude: glob patterns of Flax paths inside a collection (``'segmentation_head_0'``,
         ``'classifier_4'``) to keep fresh, dropping the weights' tensors there.
+      num_classes: the model's class count: heads the weights have for another count stay
+        fresh (``resized_heads``); ``None``: such a head is an error.
 
     Returns:
       ``(variables, report)``: the filled variables (same collections) and ``report`` with
@@ -230,7 +257,8 @@ def load_pretrained(
         )
     state = load_state_dict(source)
     converted, unused, fresh = LOADERS[model_name](state, variables, model_name)
-    patterns = _patterns((*exclude, *fresh), variables)
+    heads = resized_heads(variables, converted, num_classes)
+    patterns = [*_patterns((*exclude, *fresh), variables), *heads]
     merged, report = merge_params(variables, converted, exclude=patterns)
     report["dropped"] = sorted(report["dropped"] + unused)
     return merged, report

@@ -30,6 +30,7 @@ with the biased one (the normalisation itself uses the biased variance in both).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,15 +82,13 @@ def conv(
 
 
 def batch_norm(train: bool, *, name: str, dtype=None, param_dtype=jnp.float32):
-    """``nn.BatchNorm`` with PyTorch's defaults (momentum 0.1 in PyTorch's terms, eps 1e-5)."""
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
+    """``nn.BatchNorm`` with PyTorch's defaults (momentum 0.1 in PyTorch's terms, eps 1e-5),
+    applied with ``use_running_average=not train`` as a call argument (so that training can
+    switch a frozen layer to its running statistics: ``jaxseg.training.frozen``)."""
+    module = nn.BatchNorm(
+        momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype, name=name
     )
+    return functools.partial(module, use_running_average=not train)
 
 
 class BasicBlock(nn.Module):

@@ -50,12 +50,11 @@ class ConvBlock(nn.Module):
             )(x)
             if self.batch_norm:
                 x = nn.BatchNorm(
-                    use_running_average=not train,
                     momentum=0.9,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     name=f"bn{i}",
-                )(x)
+                )(x, use_running_average=not train)  # A call argument: see training.frozen.
             x = nn.relu(x)
         return x
 

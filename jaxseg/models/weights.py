@@ -17,6 +17,7 @@ or ``model.`` prefix every key has). ``detect_layout`` names the layout from the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -28,15 +29,10 @@ import ml_dtypes
 import numpy as np
 
 from jaxseg.errors import UserError
+from jaxseg.models.hub import HUB_PREFIX, WeightsNotFound, hub_file
 
-HUB_PREFIX = "hf-hub:"
+__all__ = ["WeightsNotFound", "detect_layout", "hub_file", "load_state_dict", "resnet_stages"]
 
-
-class WeightsNotFound(UserError):
-    """The weights file does not exist, or a hub id is neither cached nor downloadable."""
-
-
-HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 KEY_PREFIXES = ("module.", "model.")
@@ -96,7 +92,7 @@ def _torch_to_numpy(tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def _read_torch(path: Path, what: str) -> dict[str, np.ndarray]:
+def _read_torch(path: Path, *, what: str) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
@@ -148,62 +144,6 @@ def strip_prefixes(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return state
 
 
-def _hub_cache_dir() -> str | None:
-    """``HF_HUB_CACHE`` (or ``$HF_HOME/hub``) as set now, not when huggingface_hub was imported."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None  # huggingface_hub's default.
-
-
-def _hub_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_file(repo_id: str, *, revision: str | None = None, cache_dir: str | None = None) -> Path:
-    """The local path of ``repo_id``'s weights (``model.safetensors``, else ``pytorch_model.bin``),
-    downloaded into the Hugging Face cache if needed; offline, read only from that cache."""
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-    except ImportError:
-        raise UserError(
-            f"loading 'hf-hub:{repo_id}' needs huggingface_hub: pip install 'jaxseg[hub]' "
-            "(or pip install huggingface_hub), or download the weights file and pass its path"
-        ) from None
-    offline = _hub_offline()
-    cache_dir = cache_dir or _hub_cache_dir()
-    for filename in HUB_FILES:
-        try:
-            path = hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline
-            )
-        except (EntryNotFoundError, LocalEntryNotFoundError):
-            continue
-        except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as e:
-            raise UserError(f"cannot load 'hf-hub:{repo_id}': {type(e).__name__}: {e}") from e
-        return Path(path)
-    where = cache_dir or "the default Hugging Face cache (~/.cache/huggingface/hub)"
-    how = (
-        f"with network access, run: hf download {repo_id} model.safetensors"
-        + (f" --cache-dir {cache_dir}" if cache_dir else "")
-        + ", then retry (offline: HF_HUB_OFFLINE=1)"
-    )
-    state = "offline (HF_HUB_OFFLINE=1) and " if offline else ""
-    raise WeightsNotFound(
-        f"cannot load 'hf-hub:{repo_id}': {state}neither of {list(HUB_FILES)} is in {where} "
-        f"or could be downloaded; {how}"
-    )
-
-
 def load_state_dict(source, *, revision: str | None = None) -> dict[str, np.ndarray]:
     """Reads a PyTorch-style state dict as ``{name: np.ndarray}``, without PyTorch where possible.
 
@@ -230,19 +170,28 @@ def load_state_dict(source, *, revision: str | None = None) -> dict[str, np.ndar
     if not path.is_file():
         raise WeightsNotFound(f"weights file {what} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        state = _read_safetensors(path)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            state = {k: npz[k] for k in npz.files}
-    elif suffix in TORCH_SUFFIXES:
-        state = _read_torch(path, what)
-    else:
+    readers = {".safetensors": _read_safetensors, ".npz": _read_npz}
+    readers.update({s: functools.partial(_read_torch, what=what) for s in TORCH_SUFFIXES})
+    if suffix not in readers:
         raise UserError(
             f"cannot read weights from {what}: expected .safetensors, .npz, "
             f"{', '.join(TORCH_SUFFIXES)} or hf-hub:ORG/NAME"
         )
+    try:
+        state = readers[suffix](path)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each reader raises its own types on a bad file.
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise UserError(
+            f"{what} is not a readable {suffix} file (cut short, or not weights?): {reason}"
+        ) from e
     return strip_prefixes(state)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 def _indices(state: Mapping[str, np.ndarray], pattern: str) -> list[int]:

@@ -1,19 +1,22 @@
 """Exporting a trained run as one serialized ``jax.export`` function (``export_run``), the
 library behind ``python -m jaxseg.export``.
 
-The exported function is the whole inference path: ``uint8 [batch, height, width, channels]``
-images -> float in [0, 1] -> the model -> ``{'probabilities': float32 [batch, height, width,
+The exported function is the whole inference path: ``[batch, height, width, channels]`` images
+of the pixel type the run was trained on (``Trained.input_dtype``: uint8, uint16 or float32) ->
+float32 scaled as in training (``jaxseg.data.pixels.scale_of``: uint8 / 255, uint16 / 65535,
+float as it is) -> the model -> ``{'probabilities': float32 [batch, height, width,
 num_classes], 'classes': int32 [batch, height, width]}``, outputs the size of the input. The
 trained variables are baked in as constants, so the file is self-contained (about the size of
 the parameters) and ``jaxseg.serving.load_exported`` runs it with jax and numpy only. The batch
 dimension is always symbolic.
 
 A run trained on resized images (``config.resize_to``) is served as ``jaxseg.predict`` serves
-it: the images are resized to ``resize_to`` inside the function (bilinear, antialiased, in
-uint8 as Pillow does it in training: ``jaxseg.resize.resize_uint8``), the model sees that size
-(mirror-extended to a size it takes, as below) and the probabilities are resized back to the
-input's size (bilinear); the classes are their argmax. Height and width are then any sizes,
-symbolic unless given. Without ``resize_to``, height and width are
+it: the images are resized to ``resize_to`` inside the function as training's
+``pixels.resize`` does (bilinear, antialiased: 8-bit gray or RGB in uint8 as Pillow does it,
+``jaxseg.resize.resize_uint8``; other images in float32, integers rounded back), the model sees
+that size (mirror-extended to a size it takes, as below) and the probabilities are resized back
+to the input's size (bilinear); the classes are their argmax. Height and width are then any
+sizes, symbolic unless given. Without ``resize_to``, height and width are
 
 * fixed (``height``/``width`` given): any size; the image is mirror-extended inside the function
   to a size the model takes (a valid-padding U-Net's margin on every side plus the rest at the
@@ -23,17 +26,19 @@ symbolic unless given. Without ``resize_to``, height and width are
   models, FCN), any multiple of the model's size factor (``2**depth`` for a U-Net). A
   valid-padding U-Net needs a fixed size.
 
-Next to the file goes a JSON sidecar (``sidecar_path``): class names, input dtype, channels and
-size, ``resize_to`` (null when the model sees the input's own size), the dataset's ignore label (a stored label value; predictions never take it), the run and
-checkpoint step. Exports target the current jax backend unless ``platforms`` names others
-(``('cpu', 'cuda')`` lowers for both; no device of that kind is needed to export). A TensorFlow
-SavedModel is not written: TensorFlow is not a dependency (``jax2tf`` could wrap the same
-function where it is installed).
+Next to the file goes a JSON sidecar (``sidecar_path``): class names, input dtype and value
+range (null for float), channels and size, ``resize_to`` (null when the model sees the input's
+own size), the dataset's ignore label (a stored label value; predictions never take it), the
+run and checkpoint step. Exports target the current jax backend unless ``platforms`` names
+others (``('cpu', 'cuda')`` lowers for both; no device of that kind is needed to export). A
+TensorFlow SavedModel is not written: TensorFlow is not a dependency (``jax2tf`` could wrap the
+same function where it is installed).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import resize, tiling
+from jaxseg.data import pixels
 from jaxseg.models import normalization
 from jaxseg.runs.loading import Trained, load_trained
 from jaxseg.serving import sidecar_path
@@ -58,9 +64,24 @@ def _padded_size(model, size: int) -> tuple[int, int]:
     return geometry.input_size_for_output(size), geometry.margin
 
 
+def _resized(images: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """``[B, H, W, C]`` resized to ``size`` in their own type, as ``pixels.resize`` in training:
+    8-bit gray or RGB with Pillow's uint8 arithmetic, the others in float32 (``resize_scores``:
+    the same filter), uint8 and uint16 rounded back."""
+    if images.dtype == jnp.uint8 and images.shape[-1] in (1, 3):
+        return resize.resize_uint8(images, size)
+    out = resize.resize_scores(images.astype(jnp.float32), size, jnp)
+    if images.dtype == jnp.float32:
+        return out
+    info = jnp.iinfo(images.dtype)
+    return jnp.clip(jnp.round(out), info.min, info.max).astype(images.dtype)
+
+
 def _serving_function(trained: Trained, height: int | None, width: int | None):
-    """``uint8 [B, H, W, C] -> {'probabilities', 'classes'}`` with the variables closed over."""
+    """``[B, H, W, C]`` images of ``trained.input_dtype`` -> ``{'probabilities', 'classes'}``,
+    with the variables closed over."""
     model, variables = trained.model, trained.variables
+    scale = pixels.scale_of(trained.input_dtype)
     resize_to = tuple(trained.config.resize_to) or None
     size = resize_to or (None if height is None else (height, width))  # What the model sees.
     gather = None
@@ -72,8 +93,8 @@ def _serving_function(trained: Trained, height: int | None, width: int | None):
             gather = (rows.astype(np.int32), cols.astype(np.int32))
 
     def serve(images: jax.Array) -> dict[str, jax.Array]:
-        x = images if resize_to is None else resize.resize_uint8(images, resize_to)
-        x = x.astype(jnp.float32) / 255.0
+        x = images if resize_to is None else _resized(images, resize_to)
+        x = x.astype(jnp.float32) / jnp.float32(scale)  # As pixels.to_unit.
         if gather is not None:  # Mirror-extend with constant indices, as inference does.
             x = jnp.take(jnp.take(x, gather[0], axis=1), gather[1], axis=2)
         logits = model.apply(variables, x, train=False).astype(jnp.float32)
@@ -119,7 +140,8 @@ def export_model(
     check_size(height, width)
     channels, multiple = trained.spec.num_channels, None
     if height is None:
-        multiple = symbolic_multiple(trained, trained.model.geometry().size_multiple)
+        geometry = trained.model.geometry()  # FCN: ceil-mode pooling is static at 32s.
+        multiple = symbolic_multiple(trained, math.lcm(geometry.size_multiple, geometry.alignment))
         hw = "h, w" if multiple == 1 else f"{multiple}*h, {multiple}*w"
         shape = jax.export.symbolic_shape(f"b, {hw}, {channels}")
     else:
@@ -128,14 +150,14 @@ def export_model(
     function = jax.jit(_serving_function(trained, height, width))
     try:
         exported = jax.export.export(function, platforms=platforms)(
-            jax.ShapeDtypeStruct(shape, jnp.uint8)
+            jax.ShapeDtypeStruct(shape, np.dtype(trained.input_dtype))
         )
     except Exception as e:  # Symbolic shapes reach model code that needs concrete sizes.
         if height is not None:
             raise
         raise ValueError(
-            f"{type(trained.model).__name__} cannot be exported with a symbolic height and "
-            f"width ({type(e).__name__}: {str(e)[:300]}); give a fixed height and width"
+            f"model {trained.config.model!r} cannot be exported with a symbolic height and "
+            f"width ({type(e).__name__}: {str(e)[:120]}...); give a fixed height and width"
         ) from e
     metadata = describe(trained, height, width, multiple)
     metadata["platforms"] = list(exported.platforms)
@@ -174,22 +196,24 @@ def describe(
     spec, config = trained.spec, trained.config
     channels = spec.num_channels
     resize_to = tuple(config.resize_to) or None
+    dtype = trained.input_dtype
     return {
         "format": FORMAT,
         "version": VERSION,
         "input": {
-            "dtype": "uint8",
+            "dtype": dtype,  # What the run was trained on (Trained.input_dtype).
             "layout": "NHWC",
             "channels": channels,
             "height": height,
             "width": width,
             "size_multiple": None if height is not None else multiple,
-            "value_range": [0, 255],
+            # The type's range, divided by its top inside; float (null): taken as it is.
+            "value_range": None if dtype == "float32" else [0, int(pixels.scale_of(dtype))],
         },
         "resize_to": None if resize_to is None else list(resize_to),
         "normalization": normalization.describe(
             config.get("normalization", "unit"), channels, config.get("normalization_stats", ())
-        ),  # Applied inside the function (the model's first step); inputs stay uint8.
+        ),  # Applied inside the function (the model's first step), after the scaling.
         "outputs": {
             "probabilities": "float32 [batch, height, width, num_classes]: softmax",
             "classes": "int32 [batch, height, width]: argmax class ids",

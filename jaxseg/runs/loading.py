@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxseg import checkpoint, inference
-from jaxseg.data import DatasetSpec
+from jaxseg.data import DatasetSpec, pixels
 from jaxseg.errors import UserError
 from jaxseg.models import model_variables
 from jaxseg.summary import CONFIG_FILE
@@ -39,6 +39,7 @@ class Trained:
       step: the training step of the restored checkpoint.
       checkpoint: ``'best'`` (highest eval mean IoU), ``'latest'``, or ``'newest readable'``
         when those are damaged.
+      input_dtype: (property) the pixel type the model was trained on.
     """
 
     workdir: str
@@ -53,6 +54,13 @@ class Trained:
     def num_classes(self) -> int:
         return self.spec.num_classes
 
+    @property
+    def input_dtype(self) -> str:
+        """The pixel type the model was trained on: ``'uint8'``, ``'uint16'`` or ``'float32'``
+        (``config.input_dtype``; runs written before it was recorded: ``'uint8'``). Its images
+        reach the model scaled by ``jaxseg.data.pixels.scale_of`` (255, 65535, 1)."""
+        return config_input_dtype(self.config)
+
     def predictor(
         self,
         *,
@@ -63,8 +71,9 @@ class Trained:
     ) -> inference.Predictor:
         """A tiled ``Predictor`` for this model (``jaxseg.inference.for_model``).
 
-        It takes ``[H, W, C]`` float32 in [0, 1] (``jaxseg.runs.predict_image`` takes
-        uint8); reuse it across images so that compiled tile batches are reused.
+        It takes ``[H, W, C]`` float32 pixels already scaled (``jaxseg.runs.predict_image``
+        takes the ``input_dtype`` images and scales them); reuse it across images so that
+        compiled tile batches are reused.
         """
         return inference.for_model(
             self.model,
@@ -96,6 +105,19 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def config_input_dtype(config: ml_collections.ConfigDict) -> str:
+    """A run config's ``input_dtype`` (``'uint8'`` when absent or empty: older runs).
+
+    Raises:
+      ValueError: a type other than uint8, uint16 and float32.
+    """
+    dtype = config.get("input_dtype") or "uint8"
+    names = [d.name for d in pixels.SCALES]
+    if dtype not in names:
+        raise ValueError(f"input_dtype must be one of {names}; got {dtype!r}")
+    return dtype
+
+
 def load_trained(workdir: str, *, best: bool = True) -> Trained:
     """Reads a run's config and restores its best (or latest) checkpoint for inference::
 
@@ -119,6 +141,7 @@ def load_trained(workdir: str, *, best: bool = True) -> Trained:
     config = read_config(workdir)
     try:
         spec, model = resolve_model(config)
+        config_input_dtype(config)
         if len(config.resize_to) not in (0, 2):
             raise ValueError(f"resize_to must be () or (height, width); got {config.resize_to}")
         input_shape = (1, *config.input_size, spec.num_channels)

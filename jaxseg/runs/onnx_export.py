@@ -2,11 +2,12 @@
 behind ``python -m jaxseg.export --format onnx``.
 
 The graph is the jax export's inference function (``jaxseg.runs.exporting``, whose module doc
-says what it does), converted by ``jax2onnx``: one input ``images`` (``uint8 [batch, height,
-width, channels]``), two outputs ``probabilities`` (``float32 [batch, height, width,
-num_classes]``) and ``classes`` (``int32 [batch, height, width]``), the trained variables as
-initializers. ``onnxruntime`` (or any runtime of the opset) runs it; jax is not needed there.
-The batch dimension is always symbolic. Height and width are
+says what it does), converted by ``jax2onnx``: one input ``images`` (``[batch, height, width,
+channels]`` of the pixel type the run was trained on: uint8, uint16 or float32, scaled inside as
+in training), two outputs ``probabilities`` (``float32 [batch, height, width, num_classes]``)
+and ``classes`` (``int32 [batch, height, width]``), the trained variables as initializers.
+``onnxruntime`` (or any runtime of the opset) runs it; jax is not needed there. The batch
+dimension is always symbolic. Height and width are
 
 * fixed (``height``/``width`` given): any size, mirror-extended inside as in the jax export;
   the only choice for a valid-padding U-Net;
@@ -43,7 +44,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxseg.errors import UserError
 from jaxseg.runs import exporting
@@ -139,7 +140,8 @@ def export_onnx(
         out = serve(x.reshape(b, h * m, w * m, c))
         return out["probabilities"], out["classes"]
 
-    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(shape), jnp.uint8)
+    dtype = np.dtype(trained.input_dtype)
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(shape), dtype)
     kwargs = {} if opset is None else {"opset": opset}
     try:
         _fresh_gather_folding()
@@ -155,7 +157,8 @@ def export_onnx(
             f"jax2onnx cannot convert {type(trained.model).__name__} with a symbolic height and "
             f"width ({type(e).__name__}: {str(e)[:300]}); give a fixed height and width"
         ) from e
-    _images_input(onnx, model, multiple or 1, channels, height, width)
+    element = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    _images_input(onnx, model, multiple or 1, channels, height, width, element)
     metadata = exporting.describe(trained, height, width, multiple)
     metadata.update(
         format=FORMAT,
@@ -166,9 +169,10 @@ def export_onnx(
     return model, metadata
 
 
-def _images_input(onnx, model, multiple: int, channels: int, height, width) -> None:
-    """Replaces the graph's ``blocks`` input with ``images`` and a ``Reshape`` to blocks:
-    ``[b, H, W, c] -> [b, H/m, m, W/m, m, c]``; names the symbolic dimensions."""
+def _images_input(onnx, model, multiple: int, channels: int, height, width, element) -> None:
+    """Replaces the graph's ``blocks`` input with ``images`` (of ONNX element type ``element``)
+    and a ``Reshape`` to blocks: ``[b, H, W, c] -> [b, H/m, m, W/m, m, c]``; names the symbolic
+    dimensions."""
     helper, graph = onnx.helper, model.graph
     scaled = "" if multiple == 1 else f"{multiple}*"
     names = {"b": "batch", f"{scaled}h": "height", f"{scaled}w": "width"}
@@ -194,9 +198,7 @@ def _images_input(onnx, model, multiple: int, channels: int, height, width) -> N
     graph.node.extend(nodes)
     del graph.input[:]
     graph.input.append(
-        helper.make_tensor_value_info(
-            INPUT, onnx.TensorProto.UINT8, ["batch", height, width, channels]
-        )
+        helper.make_tensor_value_info(INPUT, element, ["batch", height, width, channels])
     )
     for output in graph.output:
         for dim in output.type.tensor_type.shape.dim:

@@ -7,6 +7,7 @@ devices, a GPU, a TPU slice or several hosts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -86,6 +87,8 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
         writer = summary.SummaryWriter(workdir, config.get("loggers", summary.DEFAULT_LOGGERS))
     except BaseException:
         manager.close()
+        with contextlib.suppress(OSError):  # A new run leaves no empty checkpoint folder.
+            os.rmdir(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
         raise
     start = start or 0
     writer.write_config(workdir, config)
@@ -117,7 +120,7 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
     if start >= config.num_train_steps:  # Already trained: report the final model's metrics.
         print(f"{workdir} already holds step {start} of {config.num_train_steps}; evaluating it.")
         last_eval = evaluate(None)
-    log = _TrainLog(config, schedule, writer, start)
+    log = _TrainLog(config, schedule, writer, start, setup.augment, (replicated, batch_sharding))
     pending = None  # (step, metrics) of the step dispatched before this one.
     bar = tqdm(
         total=config.num_train_steps, initial=start, disable=jax.process_index() != 0, unit="step"
@@ -139,11 +142,13 @@ def _train_and_evaluate(config, workdir: str, setup: Setup) -> dict:
             if evaluated:
                 check_finite(step, step_metrics)
                 last_eval = evaluate(step)
+                log.restart(step)  # The next rates are of training steps only.
             stop = preemption.stop_at(manager, step, config.log_every_steps)
             if step % config.checkpoint_every_steps == 0 or last or stop:
                 check_finite(step, step_metrics)
                 score = {checkpoint.BEST_METRIC: last_eval["mean_iou"]} if evaluated else None
                 checkpoint.save(manager, step, state, train_iter, metrics=score)
+                log.restart(step)
             if stop:
                 manager.wait_until_finished()
                 tqdm.write(
@@ -197,30 +202,59 @@ def _loaders(config, setup: Setup):
 
 class _TrainLog:
     """The train scalars of a log step: losses, gradient norm, learning rate, images/s, and
-    TFLOP/s (MFU where the device's peak is known) from the compiled step's FLOPs."""
+    TFLOP/s (MFU where the device's peak is known) from the compiled step's FLOPs.
 
-    def __init__(self, config, schedule, writer: summary.SummaryWriter, start: int):
+    The rates are of training steps only: the interval clock restarts after compiling and after
+    each evaluation or checkpoint save (:meth:`restart`). With ``grad_accum_steps > 1`` the FLOPs
+    are those of the same step lowered without accumulation on the same global batch, since XLA
+    counts the micro-batch loop's body once (``jaxseg.flops``).
+    """
+
+    def __init__(
+        self,
+        config,
+        schedule,
+        writer: summary.SummaryWriter,
+        start: int,
+        aug,
+        shardings,
+        clock=time.perf_counter,
+    ):
         self.batch_size, self.schedule, self.writer = config.batch_size, schedule, writer
         self.peak = flops.peak_flops(jax.devices()[0], DTYPES[config.dtype])
-        self.timer = (time.perf_counter(), start)
+        self.clock = clock
+        self.timer = (clock(), start)
         self.cost = None  # (per-device FLOPs of one step, devices), once compiled.
+        self.count_fn = None
+        if config.grad_accum_steps > 1:  # Lowered only, for its FLOP count.
+            whole = config.copy_and_resolve_references()
+            whole.grad_accum_steps = 1
+            self.count_fn = jax.jit(
+                functools.partial(steps.train_step, config=whole, aug=aug),
+                in_shardings=shardings,
+                out_shardings=(shardings[0], shardings[0]),
+            )
 
     def compiled(self, train_fn, state, batch):
         """``train_fn``, compiled for this batch the first time (its FLOPs read from XLA)."""
         if self.cost is not None:
             return train_fn
-        train_fn, step_flops = flops.step_flops(train_fn, state, batch)
+        train_fn, step_flops = flops.step_flops(train_fn, state, batch, count_fn=self.count_fn)
         self.cost = (step_flops, flops.num_devices(train_fn))
         if step_flops:
-            tqdm.write(
-                f"train step: {step_flops * self.cost[1] / 1e9:.1f} GFLOP "
-                f"on {self.cost[1]} device(s)"
-            )
+            gflop = step_flops * self.cost[1] / 1e9
+            gflop = f"{gflop:.0f}" if gflop >= 1000 else f"{gflop:.4g}"
+            tqdm.write(f"train step: {gflop} GFLOP on {self.cost[1]} device(s)")
+        self.restart(self.timer[1])  # Compiling is not a training step.
         return train_fn
+
+    def restart(self, step: int) -> None:
+        """Restarts the interval clock at ``step`` (after compiling, evaluating or saving)."""
+        self.timer = (self.clock(), step)
 
     def write(self, step: int, step_metrics) -> dict[str, str]:
         """Writes the scalars since the last log step; returns the progress bar's postfix."""
-        now = time.perf_counter()
+        now = self.clock()
         seconds_per_step = (now - self.timer[0]) / (step - self.timer[1])
         self.timer = (now, step)
         images_per_s = self.batch_size / seconds_per_step

@@ -17,7 +17,8 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedu
     Parameter groups (``optax.multi_transform``): parameters matching a ``config.frozen``
     pattern are not updated (no optimizer state, no decay); those matching a
     ``config.lr_multipliers`` pattern get their updates, hence their learning rate, scaled
-    (the first matching pattern wins). Clipping sees the gradient of every trained parameter.
+    (the first matching pattern wins). The train step zeroes the frozen parameters' gradients
+    first (``training.frozen``), so clipping sees the trained parameters' gradients only.
     """
     lr, steps, warmup = config.learning_rate, config.num_train_steps, config.warmup_steps
     decay_steps = max(steps - warmup, 1)
@@ -41,6 +42,12 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedu
             tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
     frozen = tuple(config.get("frozen", ()))
     multipliers = tuple((str(p), float(m)) for p, m in config.get("lr_multipliers", ()))
+    for pattern, multiplier in multipliers:
+        if not multiplier > 0:
+            raise ValueError(
+                f"config.lr_multipliers: {pattern!r} has multiplier {multiplier:g}; it must be "
+                "> 0 (to keep a group unchanged, put its pattern in config.frozen)"
+            )
     if frozen or multipliers:
         groups = {"default": tx, FROZEN: optax.set_to_zero()}
         groups.update({f"x{m:g}": optax.chain(tx, optax.scale(m)) for _, m in multipliers})

@@ -60,6 +60,12 @@ def resolve_model(config: ml_collections.ConfigDict) -> tuple[data.DatasetSpec, 
     if config.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {config.dtype!r}; choose one of {tuple(DTYPES)}")
     spec = dataset_spec(config)
+    if config.model_kwargs.get("aux_classifier"):
+        raise ValueError(
+            "model_kwargs.aux_classifier=True returns two outputs, which training, evaluation "
+            "and prediction do not take; leave it off (a checkpoint's aux_classifier tensors "
+            "are then not used)"
+        )
     model = models.create(
         config.model, spec.num_classes, dtype=DTYPES[config.dtype], **config.model_kwargs.to_dict()
     )
@@ -74,12 +80,27 @@ def resolve_model(config: ml_collections.ConfigDict) -> tuple[data.DatasetSpec, 
 
 
 def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """``config`` with what training derives from the data filled in: the training split's
-    per-channel statistics for ``normalization='statistics'`` without ``normalization_stats``
-    (a copy; ``config`` itself is returned when nothing is missing). The run's ``config.json``
-    records the result, so prediction and export normalise as training did."""
-    if config.get("normalization") != "statistics" or config.normalization_stats:
+    """``config`` with what training derives from the data filled in (a copy; ``config`` itself
+    is returned when nothing is missing): ``input_dtype``, the pixel type of the training images
+    (folder datasets keep their files' type: one example is read; the other datasets decode to
+    uint8), and for ``normalization='statistics'`` without ``normalization_stats`` the training
+    split's per-channel statistics. The run's ``config.json`` records the result, so prediction
+    and export scale and normalise as training did.
+
+    Raises:
+      ValueError: a ``config.input_dtype`` that is not the training images' type.
+    """
+    stats = config.get("normalization") == "statistics" and not config.normalization_stats
+    folder = config.dataset.startswith("folder:")  # Stored as they are (dataset_spec).
+    given = config.get("input_dtype") or ""
+    if not stats and given and not folder:
+        if given != "uint8":
+            raise ValueError(f"config.input_dtype is {given!r}, but {config.dataset} is uint8")
         return config
+    completed = ml_collections.ConfigDict(config.to_dict())
+    completed.input_dtype = "uint8"
+    if not (stats or folder):
+        return completed
     spec = dataset_spec(config)
     builder = data.get_builder(spec, data_dir=config.data_dir, manual_dir=config.manual_dir)
     source = data.DecodedSource(
@@ -87,11 +108,18 @@ def complete_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         spec,
         tuple(config.resize_to) or None,
     )
-    images = (pixels.to_unit(source[i]["image"]) for i in range(len(source)))
-    mean, std = channel_statistics(images)
-    completed = ml_collections.ConfigDict(config.to_dict())
-    completed.normalization_stats = (tuple(mean), tuple(std))
-    print(f"normalization statistics of {spec.name}: mean {mean}, std {std}")
+    if folder and len(source):
+        completed.input_dtype = source[0]["image"].dtype.name  # One type per dataset.
+    if given and given != completed.input_dtype:
+        raise ValueError(
+            f"config.input_dtype is {given!r}, but the training images of {spec.name} are "
+            f"{completed.input_dtype} (leave it '': training fills it in)"
+        )
+    if stats:
+        images = (pixels.to_unit(source[i]["image"]) for i in range(len(source)))
+        mean, std = channel_statistics(images)
+        completed.normalization_stats = (tuple(mean), tuple(std))
+        print(f"normalization statistics of {spec.name}: mean {mean}, std {std}")
     return completed
 
 

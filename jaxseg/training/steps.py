@@ -8,13 +8,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-from flax import traverse_util
 
 from jaxseg import augment, data, losses, metrics
 from jaxseg.models import model_variables
 from jaxseg.models.layers import center_crop
 from jaxseg.training.accumulation import accumulate_gradients
-from jaxseg.training.optimizer import matches
+from jaxseg.training.frozen import running_statistics_for_frozen, zero_frozen_gradients
 from jaxseg.training.state import TrainState
 
 
@@ -38,15 +37,18 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
     class_weights = jnp.asarray(config.class_weights, jnp.float32) if config.class_weights else None
     loss_weights = dict(config.loss)
 
+    frozen = tuple(config.get("frozen", ()))
+
     def apply_fn(params, batch_stats, images, key):
         """Logits of a (micro-)batch, and the updated batch-norm statistics."""
-        logits, updates = state.apply_fn(
-            model_variables(params, batch_stats),
-            images,
-            train=True,
-            rngs={"dropout": key},
-            mutable=["batch_stats"],
-        )
+        with running_statistics_for_frozen(frozen):
+            logits, updates = state.apply_fn(
+                model_variables(params, batch_stats),
+                images,
+                train=True,
+                rngs={"dropout": key},
+                mutable=["batch_stats"],
+            )
         return logits, updates.get("batch_stats", batch_stats)
 
     def sums_fn(logits, micro):
@@ -88,21 +90,9 @@ def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentPa
             linear_in_logits=not loss_weights.get("dice"),
         )
         loss, parts = total_fn(sums)
-    frozen = tuple(config.get("frozen", ()))
-    if frozen and batch_stats is not None:  # A frozen layer's statistics stay as they were.
-        batch_stats = keep_frozen(state.batch_stats, batch_stats, frozen)
+    grads = zero_frozen_gradients(grads, frozen)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return new_state, {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads)}
-
-
-def keep_frozen(old, new, patterns):
-    """``new`` batch statistics, with those of modules matching ``patterns`` taken from ``old``."""
-    old_flat, new_flat = traverse_util.flatten_dict(old), traverse_util.flatten_dict(new)
-    kept = {
-        path: old_flat[path] if matches("/".join(path), patterns) else value
-        for path, value in new_flat.items()
-    }
-    return traverse_util.unflatten_dict(kept)
 
 
 def eval_step(state: TrainState, batch: dict, *, num_classes: int, num_samples: int):
