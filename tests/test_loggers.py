@@ -11,8 +11,8 @@ import time
 import ml_collections
 import numpy as np
 import pytest
+from event_files import tensorboard_events
 from PIL import Image
-from tensorboardX.proto import event_pb2
 from trained_run import tiny_config
 
 from jaxseg import summary, training
@@ -66,20 +66,6 @@ def wandb_run(run_dir: str) -> dict:
             row = {_key(i): json.loads(i.value_json) for i in record.history.item}
             history.setdefault(row[("_step",)], {}).update(row)
     return {"run": run, "config": config, "history": history}
-
-
-def tensorboard_events(logdir: str) -> list:
-    """The ``Event``s of a run's TensorBoard files (TFRecords: length, CRC, data, CRC)."""
-    events = []
-    for path in glob.glob(os.path.join(logdir, "events*")):
-        with open(path, "rb") as f:
-            raw = f.read()
-        pos = 0
-        while pos < len(raw):
-            (length,) = struct.unpack("<Q", raw[pos : pos + 8])
-            events.append(event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length]))
-            pos += 16 + length
-    return events
 
 
 @pytest.fixture

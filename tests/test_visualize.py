@@ -1,14 +1,11 @@
 """The evaluation panel: layout, legend, scaling, ignored pixels; the PNG files and the
 TensorBoard image a training run writes."""
 
-import glob
-import io
 import os
-import struct
 
 import numpy as np
+from event_files import tensorboard_images
 from PIL import Image
-from tensorboardX.proto import event_pb2
 from trained_run import same_run  # noqa: F401 (a fixture)
 
 from jaxseg import summary, visualize
@@ -124,24 +121,6 @@ def test_a_legend_of_many_classes_lists_only_those_shown():
     assert len(blocks(below, colours[7], 10)) and len(blocks(below, colours[120], 10))
     assert not len(blocks(below, colours[3], 10))
     assert panel.shape[0] < 256 + 100  # One legend line, not 150.
-
-
-def tensorboard_images(logdir: str) -> dict[tuple[str, int], np.ndarray]:
-    """``{(tag, step): image}`` of the image summaries in a run's event files (TFRecords)."""
-    found = {}
-    for path in glob.glob(os.path.join(logdir, "events*")):
-        with open(path, "rb") as f:
-            raw = f.read()
-        pos = 0
-        while pos < len(raw):
-            (length,) = struct.unpack("<Q", raw[pos : pos + 8])
-            event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
-            pos += 16 + length
-            for value in event.summary.value:
-                if value.HasField("image"):
-                    encoded = value.image.encoded_image_string
-                    found[value.tag, event.step] = np.asarray(Image.open(io.BytesIO(encoded)))
-    return found
 
 
 def test_training_saves_each_evaluation_panel_as_png_and_in_tensorboard(same_run):  # noqa: F811

@@ -233,10 +233,16 @@ def describe(
 
 def save_exported(path: str, exported: jax.export.Exported, metadata: dict[str, Any]) -> str:
     """Writes the serialized export to ``path`` and the metadata beside it; returns the sidecar."""
-    sidecar = sidecar_path(path)
+    sidecar_path(path)  # Refuses a .json path before anything is written.
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:
         f.write(exported.serialize())
+    return write_sidecar(path, metadata)
+
+
+def write_sidecar(path: str, metadata: dict[str, Any]) -> str:
+    """Writes ``metadata`` (and the model file's name) as the JSON sidecar of ``path``."""
+    sidecar = sidecar_path(path)
     with open(sidecar, "w") as f:
         json.dump({**metadata, "file": os.path.basename(path)}, f, indent=2)
         f.write("\n")

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import logging
 import math
 import os
@@ -210,7 +209,7 @@ def save_onnx(path: str, model, metadata: dict[str, Any]) -> str:
     """Writes the model to ``path`` (checked by ``onnx.checker``) and the metadata beside it;
     returns the sidecar's path."""
     _, onnx = _import_onnx()
-    sidecar = sidecar_path(path)
+    sidecar_path(path)  # Refuses a .json path before anything is written.
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     weights = sum(len(t.raw_data) for t in model.graph.initializer)
     external = weights >= EXTERNAL_DATA_BYTES
@@ -218,10 +217,7 @@ def save_onnx(path: str, model, metadata: dict[str, Any]) -> str:
         model, path, save_as_external_data=external, location=os.path.basename(path) + ".data"
     )
     onnx.checker.check_model(path)
-    with open(sidecar, "w") as f:
-        json.dump({**metadata, "file": os.path.basename(path)}, f, indent=2)
-        f.write("\n")
-    return sidecar
+    return exporting.write_sidecar(path, metadata)
 
 
 def export_run_onnx(
