@@ -18,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Input normalisation (jaxseg.models.normalization): 'unit' ([0, 1]), 'imagenet', 'caffe'
     # (BGR, mean subtracted on 0-255) or 'statistics' (normalization_stats, or the train split's).
     config.normalization = "unit"
-    config.normalization_stats = ()  # ((mean, ...), (std, ...)) per channel on [0, 1].
+    config.normalization_stats = ()  # ((mean, ...), (std, ...)) per channel, as the model sees
+    # pixels before normalising: uint8 / 255, uint16 / 65535, float as stored.
 
     # Data: a name from jaxseg.data.SPECS, or 'folder:NAME' for your own images/ + masks/.
     config.dataset = "synthetic_shapes"

@@ -34,11 +34,13 @@ from jaxseg import xla_options
 
 
 def sidecar_path(path: str) -> str:
-    """The JSON sidecar of an exported model file: the same path with suffix ``.json``."""
+    """The JSON sidecar of an exported model file: the same path with suffix ``.json``
+    (``model.jax`` -> ``model.json``), or ``.json`` added to an ONNX file (``model.onnx.json``),
+    so that both exports of a run can sit side by side."""
     root, ext = os.path.splitext(path)
     if ext == ".json":
         raise ValueError(f"an exported model file cannot end in .json: {path!r}")
-    return root + ".json"
+    return path + ".json" if ext == ".onnx" else root + ".json"
 
 
 class ExportedModel:

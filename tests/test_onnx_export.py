@@ -54,7 +54,7 @@ def export_and_check(trained, path, *, height=None, width=None, sizes):
     1 and 3 for each ``(height, width)`` of ``sizes``; returns the model and the sidecar."""
     model, metadata = export_onnx(trained, height=height, width=width)
     save_onnx(str(path), model, metadata)
-    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar = json.loads(path.with_name(path.name + ".json").read_text())  # Beside a .jax one.
     assert sidecar["format"] == "onnx" and sidecar["file"] == path.name
     assert sidecar["class_names"] == list(trained.spec.class_names)
     assert sidecar["step"] == trained.step and sidecar["opset"] >= 17
@@ -119,7 +119,7 @@ def test_cli_exports_onnx_and_refuses_bad_options(same_run, tmp_path):
     proc = command("--format", "onnx", "--workdir", same_run, "--output", str(output))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "[batch, 4*h, 4*w, 3]" in proc.stdout and "ONNX opset" in proc.stdout
-    sidecar = json.loads((tmp_path / "exports" / "unet.json").read_text())
+    sidecar = json.loads((tmp_path / "exports" / "unet.onnx.json").read_text())
     assert sidecar["format"] == "onnx" and sidecar["checkpoint"] == "best"
     max_difference(load_trained(same_run), session(output), images(2, 32, 48, 3))
 

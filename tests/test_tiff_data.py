@@ -226,3 +226,59 @@ def test_pages_as_channels_or_slices(tmp_path):
     (name, image), *rest = list(image_files.iter_input(str(tmp_path / "cyx.tif"), 3))
     assert name == "cyx" and not rest  # ... unless the file names its pages channels.
     np.testing.assert_array_equal(image, rgb)
+
+
+def test_predict_refuses_integer_images_for_a_float_run_and_floats_for_an_integer_one(tmp_path):
+    from jaxseg.runs import image_files
+
+    class FakeRun:
+        spec = type("Spec", (), {"num_channels": 1})()
+        config = type("Config", (), {"resize_to": ()})()
+
+        def __init__(self, dtype):
+            self.input_dtype = dtype
+
+        def predictor(self, **_):
+            return lambda x: np.zeros((*x.shape[:2], 2), np.float32)
+
+    tifffile.imwrite(tmp_path / "eight.tif", np.zeros((8, 8), np.uint8))
+    tifffile.imwrite(tmp_path / "float.tif", np.zeros((8, 8), np.float32))
+    for dtype, written, refused in (("float32", "float", "eight"), ("uint16", "eight", "float")):
+        report = image_files.predict_files(
+            FakeRun(dtype), [str(tmp_path / "eight.tif"), str(tmp_path / "float.tif")],
+            str(tmp_path / dtype), verbose=False,
+        )  # fmt: skip
+        assert [w.name for w in report.written] == [written]
+        ((path, reason),) = report.failed
+        assert path.endswith(f"{refused}.tif") and f"trained on {dtype} images" in reason
+
+
+def test_a_16_bit_gray_alpha_png_is_refused_not_cut_to_8_bits(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    pixels = np.arange(2 * 3 * 2, dtype=">u2").reshape(2, 3, 2) * 1001  # Gray, alpha; 16 bits.
+    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 16, 4, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))  # fmt: skip
+    (tmp_path / "la16.png").write_bytes(png)
+    assert Image.open(tmp_path / "la16.png").mode in ("LA", "RGBA")  # Pillow's 8-bit reading.
+    with pytest.raises(ValueError, match="la16.png' is a 16-bit colour PNG"):
+        readers.read_one(tmp_path / "la16.png", 1)
+
+
+def test_photometric_augmentation_is_refused_for_float_images(tmp_path):
+    from trained_run import tiny_config
+
+    from jaxseg import training
+
+    config = tiny_config(input_dtype="float32", augment={"brightness_prob": 0.5})
+    with pytest.raises(ValueError, match="float images are fed as stored: set their prob"):
+        training.resolve(config)
+    config.input_dtype = "uint16"
+    training.resolve(config)

@@ -96,7 +96,8 @@ def _tiff_pages(path, max_pixels) -> tuple[int, Iterator[np.ndarray]] | None:
 
 
 def _refuse_16bit_colour_png(path) -> None:
-    """Pillow reads only 8 bits of a 16-bit RGB(A) PNG: refused rather than cut short."""
+    """Pillow reads only 8 bits of a 16-bit RGB(A) or gray + alpha PNG: refused rather than cut
+    short."""
     try:
         with open(path, "rb") as f:
             head = f.read(26)
@@ -106,7 +107,7 @@ def _refuse_16bit_colour_png(path) -> None:
         head[:8] == b"\x89PNG\r\n\x1a\n"
         and len(head) == 26
         and head[24] == 16
-        and head[25] in (2, 6)
+        and head[25] in (2, 4, 6)  # RGB, gray + alpha, RGBA.
     ):
         raise Refused(f"image file {os.fspath(path)!r} is a 16-bit colour PNG, which Pillow reads "
                       "as 8 bits: save it as TIFF to keep its 16 bits")  # fmt: skip

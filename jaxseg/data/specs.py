@@ -107,7 +107,7 @@ ADE20K_CLASSES = (
     "coffee_table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
     "kitchen_island", "computer", "swivel_chair", "boat", "bar", "arcade_machine", "hovel", "bus",
     "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
-    "television", "airplane", "dirt_track", "apparel", "pole", "land", "bannister", "escalator",
+    "television_receiver", "airplane", "dirt_track", "apparel", "pole", "land", "bannister", "escalator",
     "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer_belt",
     "canopy", "washer", "plaything", "swimming_pool", "stool", "barrel", "basket", "waterfall",
     "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade_name",

@@ -269,6 +269,11 @@ def predict_files(
             if clash:
                 fail(source, f"its output {clash!r} would overwrite an input or an earlier output")
                 continue
+            # 8- and 16-bit pixels both reach the model on [0, 1]; float ones as stored.
+            if (image.dtype == np.float32) != (trained.input_dtype == "float32"):
+                fail(source, f"{name} has {image.dtype} pixels, but the run was trained on "
+                             f"{trained.input_dtype} images: convert it to {trained.input_dtype}")  # fmt: skip
+                continue
             used[name] = source
             protected.update(os.path.abspath(p) for p in paths)
             result = predict_image(predictor, image, tuple(trained.config.resize_to) or None)

@@ -25,8 +25,9 @@ Measured (jax2onnx 0.17.1, onnxruntime 1.32, opset 23, 2 CPU cores): the paper-s
 U-Net (31M parameters) converts in about 10 s to a 124 MB file, FCN-8s (134M) in about 14 s to
 537 MB; onnxruntime's probabilities equal the jax function's to 3e-7.
 
-The same JSON sidecar as the jax export goes beside the file (``"format": "onnx"``, the opset
-and the converter's version instead of the jax platforms). Models with parameters over 1 GiB
+The same JSON sidecar as the jax export goes beside the file as ``<file>.onnx.json`` (so a jax
+export of the same name keeps its own), with ``"format": "onnx"``, the opset and the converter's
+version instead of the jax platforms. Models with parameters over 1 GiB
 keep them in ``<output>.data`` beside the file (ONNX's external data; protobuf stops at 2 GiB);
 smaller ones are one file. ``jax2onnx`` and ``onnx`` are optional (``pip install
 'jaxseg[onnx]'``): imported only here, only when asked for.
@@ -153,7 +154,7 @@ def export_onnx(
         if height is not None:
             raise
         raise ValueError(
-            f"jax2onnx cannot convert {type(trained.model).__name__} with a symbolic height and "
+            f"jax2onnx cannot convert model {trained.config.model!r} with a symbolic height and "
             f"width ({type(e).__name__}: {str(e)[:300]}); give a fixed height and width"
         ) from e
     element = onnx.helper.np_dtype_to_tensor_dtype(dtype)

@@ -157,6 +157,12 @@ def resolve(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setu
         eval_input = tuple(geometry.input_size_for_output(s) for s in eval_input)
     geometry.check_input(eval_input)
     aug = augment.AugmentParams.from_dict(config.augment.to_dict())
+    photometric = [f"{op}_prob" for op in ("brightness", "contrast", "gamma", "noise")]
+    if config.get("input_dtype") == "float32" and any(getattr(aug, p) for p in photometric):
+        raise ValueError(
+            "config.augment's brightness/contrast/gamma/noise work on [0, 1] pixels and clip to "
+            "it; this dataset's float images are fed as stored: set their probabilities to 0"
+        )
     mesh = mesh if mesh is not None else parallel.data_mesh()
     return Setup(
         spec=spec,
