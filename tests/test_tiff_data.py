@@ -282,3 +282,15 @@ def test_photometric_augmentation_is_refused_for_float_images(tmp_path):
         training.resolve(config)
     config.input_dtype = "uint16"
     training.resolve(config)
+
+
+def test_a_tiffs_fourth_channel_is_data_unless_tagged_alpha(tmp_path):
+    rgbx = np.random.default_rng(0).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "nir.tif", rgbx, photometric="rgb", extrasamples=["unspecified"])
+    tifffile.imwrite(tmp_path / "alpha.tif", rgbx, photometric="rgb", extrasamples=["unassalpha"])
+    with pytest.raises(
+        ValueError, match=r"nir\.tif' has 4 channel\(s\), but the dataset declares 3"
+    ):
+        readers.read_one(tmp_path / "nir.tif", 3)
+    np.testing.assert_array_equal(readers.read_one(tmp_path / "nir.tif", 4), rgbx)
+    np.testing.assert_array_equal(readers.read_one(tmp_path / "alpha.tif", 3), rgbx[..., :3])

@@ -61,19 +61,22 @@ def decode(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(zlib.decompress(data)), allow_pickle=False)
 
 
-def fit_channels(image: np.ndarray, channels: int, name: str, wanted: str = "") -> np.ndarray:
+def fit_channels(
+    image: np.ndarray, channels: int, name: str, wanted: str = "", *, alpha: bool = True
+) -> np.ndarray:
     """``image [H, W, C]`` with ``channels`` channels: gray repeated to RGB, RGB to gray (ITU-R
-    601 luma, as Pillow), alpha of 8-bit LA / RGBA dropped (16-bit and float images have no
-    alpha here: their fourth channel is data). Any other mismatch is an error naming ``name``
-    (``wanted`` says what asked for ``channels``)."""
+    601 luma, as Pillow), alpha of 8-bit LA / RGBA dropped when ``alpha`` (Pillow's images;
+    a TIFF's alpha is dropped by its tag when read, so there a fourth channel is data, as in
+    16-bit and float images). Any other mismatch is an error naming ``name`` (``wanted`` says
+    what asked for ``channels``)."""
     have = image.shape[-1]
     if have == channels:
         return image
-    if have in (2, 4) and channels == have - 1 and image.dtype == np.uint8:
+    if alpha and have in (2, 4) and channels == have - 1 and image.dtype == np.uint8:
         return image[..., :channels]  # Alpha dropped.
     if have == 1 and channels == 3:
         return np.repeat(image, 3, -1)
-    if have in (3, 4) and channels == 1 and (have == 3 or image.dtype == np.uint8):
+    if have in (3, 4) and channels == 1 and (have == 3 or (alpha and image.dtype == np.uint8)):
         if image.dtype == np.uint8:
             return np.asarray(Image.fromarray(image[..., :3]).convert("L"))[..., None]
         luma = image.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])

@@ -52,11 +52,18 @@ def _check_tiff_page(page, path, max_pixels) -> None:
 
 
 def _tiff_array(page, path) -> np.ndarray:
-    """A checked TIFF page decoded as ``[H, W, C]``: planar samples moved last."""
+    """A checked TIFF page decoded as ``[H, W, C]``: planar samples moved last, and an extra
+    sample the file tags as alpha dropped (any other extra sample is data: RGB + NIR)."""
     array = storable(page.asarray(), path)
     if page.axes == "SYX":
-        return np.moveaxis(array, 0, -1)
-    return array[..., None] if page.axes == "YX" else array
+        array = np.moveaxis(array, 0, -1)
+    elif page.axes == "YX":
+        array = array[..., None]
+    alpha = [i for i, kind in enumerate(getattr(page, "extrasamples", ()) or ()) if kind in (1, 2)]
+    if alpha and array.ndim == 3:  # Extra samples follow the colour ones.
+        keep = array.shape[-1] - len(getattr(page, "extrasamples", ()))
+        array = array[..., :keep]
+    return array
 
 
 def _tiff_pages(path, max_pixels) -> tuple[int, Iterator[np.ndarray]] | None:
@@ -217,4 +224,9 @@ def read_one(
             "config.num_channels declares)"
         )
     declared = f"the dataset declares {channels} (config.num_channels)"
-    return fit_channels(image, channels, f"image file {os.fspath(path)!r}", declared)
+    alpha = not is_tiff(path)  # A TIFF's alpha is dropped by its tag when read.
+    return fit_channels(image, channels, f"image file {os.fspath(path)!r}", declared, alpha=alpha)
+
+
+def is_tiff(path) -> bool:
+    return os.fspath(path).lower().endswith(TIFF_EXTENSIONS)

@@ -101,7 +101,8 @@ def iter_input(
     width = max(2, len(str(count - 1)))
     names = [stem] if count == 1 else [f"{stem}_p{i:0{width}d}" for i in range(count)]
     name = f"image file {path!r}"
-    return ((n, pixels.fit_channels(p, channels, name)) for n, p in zip(names, pages))
+    alpha = not readers.is_tiff(path)  # A TIFF's alpha is dropped by its tag when read.
+    return ((n, pixels.fit_channels(p, channels, name, alpha=alpha)) for n, p in zip(names, pages))
 
 
 def read_input(
