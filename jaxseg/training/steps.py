@@ -23,9 +23,13 @@ def _crop_like(x, logits):
     return center_crop(x[..., None], logits.shape[1], logits.shape[2])[..., 0]
 
 
-def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentParams):
-    """One update on a (global) batch; returns the new state and scalar metrics."""
-    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+def train_step(state: TrainState, batch: dict, *, config, aug: augment.AugmentParams, seed=None):
+    """One update on a (global) batch; returns the new state and scalar metrics.
+
+    ``seed`` (an integer, possibly traced: ``training.seeds`` vmaps over it) replaces
+    ``config.seed`` as the source of the augmentation and dropout keys; ``None`` uses the config's.
+    """
+    rng = jax.random.fold_in(jax.random.key(config.seed if seed is None else seed), state.step)
     aug_key, dropout_key = jax.random.split(rng)
     images, labels, weights = batch["image"], batch["label"], batch.get("weight")
     chex.assert_rank([images, labels], [4, 3])
