@@ -61,14 +61,22 @@ def test_step_flops_returns_a_usable_executable_and_counts_a_matmul():
     assert flops.num_devices(compiled) == 1
 
 
-def test_sharded_step_counts_per_device():
+def _sharded_operands():
+    """``a [16 * devices, 64]`` sharded by rows over every device, ``b [64, 32]`` replicated."""
     devices = jax.devices()
     if len(devices) < 2:
         pytest.skip("needs several (fake) devices; conftest asks for 8")
     mesh = Mesh(np.array(devices), ("data",))
-    rows = 16 * len(devices)
-    a = jax.device_put(jnp.ones((rows, 64)), NamedSharding(mesh, PartitionSpec("data")))
+    a = jax.device_put(
+        jnp.ones((16 * len(devices), 64)), NamedSharding(mesh, PartitionSpec("data"))
+    )
     b = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, PartitionSpec()))
+    return devices, a, b
+
+
+def test_sharded_step_counts_per_device():
+    devices, a, b = _sharded_operands()
+    rows = a.shape[0]
     compiled, count = flops.step_flops(jax.jit(lambda a, b: a @ b), a, b)
     n = flops.num_devices(compiled)
     assert n == len(devices)
@@ -141,13 +149,8 @@ def test_a_scan_body_counts_once_unless_a_count_fn_is_given():
 
 
 def test_a_count_fn_is_divided_over_the_devices():
-    devices = jax.devices()
-    if len(devices) < 2:
-        pytest.skip("needs several (fake) devices; conftest asks for 8")
-    mesh = Mesh(np.array(devices), ("data",))
-    rows = 16 * len(devices)
-    a = jax.device_put(jnp.ones((rows, 64)), NamedSharding(mesh, PartitionSpec("data")))
-    b = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, PartitionSpec()))
+    devices, a, b = _sharded_operands()
+    rows = a.shape[0]
     matmul = jax.jit(lambda a, b: a @ b)
     compiled, count = flops.step_flops(matmul, a, b, count_fn=matmul)
     assert count * flops.num_devices(compiled) == pytest.approx(2 * rows * 64 * 32, rel=0.01)
