@@ -105,13 +105,17 @@ def _font(size: int = 14):
 
 
 def panel(
-    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, class_names: tuple[str, ...]
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray | dict[str, np.ndarray],
+    class_names: tuple[str, ...],
 ) -> np.ndarray:
     """The picture of a few predictions that a person can read: ``uint8 [height, width, 3]``.
 
     One row per example, columns "input", "ground truth" and "prediction" (classes in opaque
     palette colours, ignored pixels hatched grey), each tile scaled by ``display_size``, and a
-    legend (colour swatch and class name) below the rows.
+    legend (colour swatch and class name) below the rows. Several models' predictions side by
+    side: ``predictions`` as ``{column title: [n, H, W]}``.
 
     Args:
       images: ``[n, H, W, C]``, as ``display_image`` takes them.
@@ -121,20 +125,24 @@ def panel(
     from PIL import Image, ImageDraw
 
     num_classes, font = len(class_names), _font()
+    if not isinstance(predictions, dict):
+        predictions = {COLUMNS[-1]: predictions}
+    columns = (*COLUMNS[:-1], *predictions)
     n, height, width = np.shape(labels)
     tile_h, tile_w = display_size(height, width)
+
+    def classes(label):
+        return class_colours(resize_nearest(np.asarray(label), tile_h, tile_w), num_classes)
+
     tiles = [
-        [
-            resize_nearest(display_image(image), tile_h, tile_w),
-            class_colours(resize_nearest(np.asarray(label), tile_h, tile_w), num_classes),
-            class_colours(resize_nearest(np.asarray(predicted), tile_h, tile_w), num_classes),
-        ]
-        for image, label, predicted in zip(images, labels, predictions)
+        [resize_nearest(display_image(images[i]), tile_h, tile_w), classes(labels[i])]
+        + [classes(predicted[i]) for predicted in predictions.values()]
+        for i in range(n)
     ]
-    entries = _legend_entries(labels, predictions, class_names)
+    entries = _legend_entries(labels, np.stack(list(predictions.values())), class_names)
     text_h = font.getbbox("Ag")[3]
     entry_w = _SWATCH + 2 * _PAD + max(int(font.getlength(name)) for _, name in entries)
-    width = max(_PAD + len(COLUMNS) * (tile_w + _PAD), 2 * _PAD + entry_w)
+    width = max(_PAD + len(columns) * (tile_w + _PAD), 2 * _PAD + entry_w)
     top = _PAD + text_h + _PAD  # The first row of tiles.
     legend_top = top + n * (tile_h + _PAD) + _PAD
     per_row = max(1, (width - _PAD) // entry_w)
@@ -154,7 +162,7 @@ def panel(
         swatches.append((x, y, name))
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
-    for j, title in enumerate(COLUMNS):
+    for j, title in enumerate(columns):
         draw.text((_PAD + j * (tile_w + _PAD), _PAD), title, fill=(0, 0, 0), font=font)
     for x, y, name in swatches:
         draw.rectangle((x - 1, y - 1, x + _SWATCH, y + _SWATCH), outline=(96, 96, 96))

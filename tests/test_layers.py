@@ -14,7 +14,7 @@ import os
 import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxseg")
-COMMANDS = {"cli", "train", "predict", "evaluate", "export"}
+COMMANDS = {"cli", "train", "predict", "evaluate", "export", "experiment"}
 MACHINERY = {"inference", "checkpoint", "training"}
 
 

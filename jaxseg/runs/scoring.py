@@ -41,6 +41,22 @@ def default_output(workdir: str, split: str) -> str:
     return os.path.join(workdir, f"eval_{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}.json")
 
 
+def split_source(
+    trained: Trained, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> data.DecodedSource:
+    """The decoded examples of a split as the run was trained on them (``config.resize_to``),
+    from the config's data folders unless ``data_dir`` / ``manual_dir`` are given."""
+    config = trained.config
+    builder = data.get_builder(
+        trained.spec,
+        data_dir=config.data_dir if data_dir is None else data_dir,
+        manual_dir=config.manual_dir if manual_dir is None else manual_dir,
+    )
+    return data.DecodedSource(
+        builder.as_data_source(split), trained.spec, tuple(config.resize_to) or None
+    )
+
+
 def evaluate_split(
     trained: Trained,
     split: str | None = None,
@@ -70,16 +86,9 @@ def evaluate_split(
       ground truth), and for membrane data ``isbi`` and ``isbi_best``. Undefined values (a class
       absent from labels and predictions) are None.
     """
-    config, spec = trained.config, trained.spec
+    spec = trained.spec
     split = split or default_split(trained)
-    builder = data.get_builder(
-        spec,
-        data_dir=config.data_dir if data_dir is None else data_dir,
-        manual_dir=config.manual_dir if manual_dir is None else manual_dir,
-    )
-    source = data.DecodedSource(
-        builder.as_data_source(split), spec, tuple(config.resize_to) or None
-    )
+    source = split_source(trained, split, data_dir=data_dir, manual_dir=manual_dir)
     if len(source) == 0:
         raise ValueError(f"split {split!r} of {spec.name} is empty")
     isbi = spec.name in MEMBRANE_DATASETS if isbi is None else isbi
