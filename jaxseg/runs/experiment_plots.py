@@ -27,9 +27,7 @@ def curves(experiment, root: str, arms: dict[str, Any], class_names, path: str) 
     figure = _figure(11, 4)
     axes = figure.subplots(1, 2)
     for arm, summary in arms.items():
-        for ax, (steps, values) in zip(
-            axes, learning_curves(root, arm, summary["seeds"]).values()
-        ):
+        for ax, (steps, values) in zip(axes, learning_curves(root, arm, summary["seeds"]).values()):
             if not steps:
                 continue
             mean = values.mean(0)
