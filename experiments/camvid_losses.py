@@ -1,0 +1,61 @@
+"""Ablation: the loss on CamVid. Cross-entropy, class-weighted cross-entropy (median frequency
+balancing), cross-entropy + Dice, and focal loss, three seeds each, on the same U-Net.
+
+Budget (a 2-core CPU): CamVid at quarter resolution (90x120), random 80x112 crops, batch 8,
+600 steps of AdamW (1e-3, cosine) on a U-Net with batch norm (16 base features, depth 4);
+scored on the 101 validation frames. About two minutes a run; 12 runs. CamVid: research and
+non-commercial use only (see the data's README).
+
+    python -m jaxseg.experiment --config experiments/camvid_losses.py \
+        --config.base.manual_dir=../shared/data/camvid
+"""
+
+import ml_collections
+import numpy as np
+
+from configs import unet_camvid
+
+# Pixel fraction of each class in the 367 training labels (the data's README; void left out).
+TRAIN_FRACTIONS = (0.1685, 0.2326, 0.0098, 0.3166, 0.0449, 0.0972, 0.0117, 0.0113, 0.0587,
+                   0.0064, 0.0029)  # fmt: skip
+
+
+def median_frequency_weights(fractions) -> tuple[float, ...]:
+    """SegNet's median frequency balancing: median(frequency) / frequency of each class."""
+    fractions = np.asarray(fractions, np.float64)
+    return tuple(float(w) for w in np.median(fractions) / fractions)
+
+
+def get_config():
+    experiment = ml_collections.ConfigDict()
+    base = unet_camvid.get_config()
+    base.manual_dir = "../shared/data/camvid"  # Your copy of CamVid (SegNet's preparation).
+    base.model_kwargs = {"padding": "SAME", "depth": 4, "base_features": 16, "batch_norm": True}
+    base.resize_to = (90, 120)  # Quarter resolution: the CPU budget.
+    base.input_size = (80, 112)  # Random crops, multiples of 2**depth.
+    base.eval_size = (96, 128)  # Whole validation frames, padded.
+    base.num_train_steps = 600
+    base.eval_every_steps = 150
+    base.checkpoint_every_steps = 300
+    base.loss = {"cross_entropy": 1.0, "dice": 0.0, "focal": 0.0}
+    experiment.base = base  # Training config every run starts from (configs/unet_camvid.py).
+    # (name, overrides of base): one arm per loss.
+    experiment.arms = (
+        ("cross_entropy", {}),
+        ("weighted_ce", {"class_weights": median_frequency_weights(TRAIN_FRACTIONS)}),
+        ("ce_dice", {"loss": {"dice": 1.0}}),
+        ("focal", {"loss": {"cross_entropy": 0.0, "focal": 1.0}}),
+    )
+    experiment.seeds = (
+        0,
+        1,
+        2,
+    )  # Each arm once per seed: initialisation, data order, augmentation.
+    experiment.metrics = (
+        "mean_iou",
+        "pixel_accuracy",
+        "mean_accuracy",
+    )  # From training's last eval.
+    experiment.evaluate = False  # True: score the last checkpoint with jaxseg.evaluate instead.
+    experiment.num_prediction_images = 3  # Validation frames in the prediction grid.
+    return experiment
