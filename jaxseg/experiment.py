@@ -4,11 +4,15 @@ Trains every arm of an experiment once per seed, each run in its own kept workdi
 (``workdirs/experiments/NAME/<arm>/seed_<seed>``), then writes the report:
 ``experiments/results/NAME.json``, ``NAME.md`` (mean ± standard deviation over seeds) and the
 pictures (``runs.experiment_report``). Finished runs are skipped and an interrupted one resumes,
-so the same command after a kill finishes the job. ``--arms`` picks arms; ``--processes N`` trains
-N runs at once in separate processes; ``--report_only`` writes the report from the runs there are.
-Any field can be overridden: ``--config.seeds='(0,1)'``, ``--config.base.num_train_steps=100``.
+so the same command after a kill finishes the job; a workdir holding a run of another config
+(the experiment changed) is refused. ``--arms`` picks arms; ``--processes N`` trains N runs at
+once in separate processes (each uses every device it sees: on a CPU host, or with one
+accelerator per process set through CUDA_VISIBLE_DEVICES / TPU_VISIBLE_CHIPS); ``--report_only``
+writes the report from the runs there are. Any field can be overridden: ``--config.seeds='(0,1)'``,
+``--config.base.num_train_steps=100`` (with another ``--workdir``: finished runs are not redone).
 
-Exit status: 0 when every run finished; 1 when some failed (each named on stderr, the report
+Exit status: 0 when every run finished, or when a SIGTERM or Ctrl-C stopped the job (it says
+"stopped"; the same command resumes); 1 when some runs failed (each named on stderr, the report
 written from the others); 2 for a user error (a bad flag or experiment field).
 """
 
@@ -37,7 +41,7 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write the report without
 def main(argv) -> int:
     cli.no_arguments(argv)
     from jaxseg import errors
-    from jaxseg.runs import experiment_report, experiments
+    from jaxseg.runs import experiment_report, experiment_runner, experiments
 
     experiment = _CONFIG.value
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
@@ -49,14 +53,17 @@ def main(argv) -> int:
     root = _WORKDIR.value or os.path.join("workdirs", "experiments", name)
     failures = []
     if not _REPORT_ONLY.value:
-        failures = experiments.run_all(
+        failures = experiment_runner.run_all(
             experiment, root, arms=_ARMS.value, processes=_PROCESSES.value
         )
-    command = " ".join(["python -m jaxseg.experiment", *sys.argv[1:]])
-    paths = experiment_report.write_report(name, experiment, root, _RESULTS.value, command=command)
-    print("report: " + ", ".join(sorted(paths.values())))
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
+    command = " ".join(["python -m jaxseg.experiment", *sys.argv[1:]])
+    with errors.as_user_errors(ValueError):  # E.g. a metric name the results do not have.
+        paths = experiment_report.write_report(
+            name, experiment, root, _RESULTS.value, command=command
+        )
+    print("report: " + ", ".join(sorted(paths.values())))
     return 1 if failures else 0
 
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from trained_run import ROOT, subprocess_env, tiny_config
 
-from jaxseg.runs import experiment_report, experiments
+from jaxseg.runs import experiment_plots, experiment_report, experiment_runner, experiments
 
 
 def _experiment(data_dir: str, steps: int = 4, seeds=(0, 1)) -> ml_collections.ConfigDict:
@@ -97,7 +97,7 @@ def test_the_table_shows_mean_spread_and_seed_count():
 def test_runs_are_kept_skipped_once_finished_and_reported(tmp_path):
     experiment = _experiment(str(tmp_path / "tfds"))
     root, logged = str(tmp_path / "runs"), []
-    assert experiments.run_all(experiment, root, log=logged.append) == []
+    assert experiment_runner.run_all(experiment, root, log=logged.append) == []
     assert logged[0].startswith("0 runs finished, 4 to train")
     results = experiments.results(experiment, root)
     assert [[r["seed"] for r in results[a]] for a in ("concat", "none")] == [[0, 1], [0, 1]]
@@ -110,7 +110,7 @@ def test_runs_are_kept_skipped_once_finished_and_reported(tmp_path):
     assert len(set(ious.values())) == 4
 
     stamp = os.path.getmtime(os.path.join(experiments.run_dir(root, "none", 1), "result.json"))
-    assert experiments.run_all(experiment, root, log=logged.append) == []
+    assert experiment_runner.run_all(experiment, root, log=logged.append) == []
     assert logged[-1].startswith("4 runs finished, 0 to train")
     assert (
         os.path.getmtime(os.path.join(experiments.run_dir(root, "none", 1), "result.json")) == stamp
@@ -127,14 +127,19 @@ def test_runs_are_kept_skipped_once_finished_and_reported(tmp_path):
     assert "| none | 2 |" in open(paths[".md"]).read()
     for kind in ("_curves.png", "_per_class.png", "_predictions.png"):
         assert Image.open(paths[kind]).size[0] > 200
-    curves = experiment_report.learning_curves(root, "none", [0, 1])
+    changed = _experiment(str(tmp_path / "tfds"), steps=6)  # The experiment changed since.
+    with pytest.raises(ValueError, match=r"another config \(num_train_steps: 4 -> 6"):
+        experiment_runner.run_all(changed, root, log=logged.append)
+    with pytest.raises(ValueError, match="another config"):
+        experiment_report.write_report("tiny", changed, root, str(tmp_path / "results"))
+    curves = experiment_plots.learning_curves(root, "none", [0, 1])
     assert curves["mean_iou"][0] == [2, 4] and curves["loss"][1].shape == (2, 4)
 
 
 def test_a_failing_arm_is_reported_and_the_others_train(tmp_path):
     experiment = _experiment(str(tmp_path / "tfds"), steps=2, seeds=(0,))
     experiment.arms = (("bad", {"model_kwargs": {"depth": 0}}), ("good", {}))
-    failures = experiments.run_all(experiment, str(tmp_path / "runs"), log=lambda _: None)
+    failures = experiment_runner.run_all(experiment, str(tmp_path / "runs"), log=lambda _: None)
     assert len(failures) == 1 and failures[0].startswith("bad seed 0:")
     assert experiments.read_result(str(tmp_path / "runs"), "good", 0)["step"] == 2
 
@@ -142,7 +147,7 @@ def test_a_failing_arm_is_reported_and_the_others_train(tmp_path):
 def test_runs_train_in_parallel_processes(tmp_path):
     experiment = _experiment(str(tmp_path / "tfds"), steps=2, seeds=(0,))
     root = str(tmp_path / "runs")
-    assert experiments.run_all(experiment, root, processes=2, log=lambda _: None) == []
+    assert experiment_runner.run_all(experiment, root, processes=2, log=lambda _: None) == []
     assert [experiments.read_result(root, arm, 0)["step"] for arm in ("concat", "none")] == [2, 2]
 
 
@@ -194,6 +199,7 @@ def test_a_killed_job_resumes_with_the_same_command(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((workdir / "result.json").read_text())
     assert (result["step"], result["resumed"]) == (30, True)
+    assert "Resumed from step" in done.stdout
     assert result["metrics"]["tile_size"]  # Scored by evaluate_split (evaluate = True).
     assert "| plain | 1 |" in (tmp_path / "results" / "tiny.md").read_text()
 

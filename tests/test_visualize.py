@@ -30,6 +30,19 @@ def tile_box(panel, colour, min_width):
     return rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
 
 
+def test_panel_puts_several_predictions_side_by_side():
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    labels = np.full((1, 32, 32), 1)
+    predictions = {"arm a": np.full((1, 32, 32), 2), "arm b": np.full((1, 32, 32), 3)}
+    panel = visualize.panel(images, labels, predictions, NAMES)
+    colours = visualize.palette(len(NAMES))
+    truth, a, b = (tile_box(panel, colours[c], 256) for c in (1, 2, 3))
+    assert truth[0] == a[0] == b[0] and truth[1] + 256 < a[1] and a[1] + 256 < b[1]
+    assert panel.shape[1] >= 4 * 256  # Input, truth and one column per prediction.
+    for x in (a[1], b[1]):  # Each prediction column has its title (dark text) above it.
+        assert (panel[: truth[0], x : x + 256] < 100).all(-1).sum() > 20
+
+
 def test_panel_has_a_row_per_example_labelled_columns_and_a_legend():
     ramp = np.linspace(0, 1, 32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
     images = np.stack([ramp, 1 - ramp])

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from jaxseg.runs import experiments
+from jaxseg.summary import read_metrics
 
 
 def _figure(width: float, height: float):
@@ -20,10 +21,22 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def learning_curves(root: str, arm: str, seeds: list[int]) -> dict[str, tuple[list, np.ndarray]]:
+    """``{"loss": (steps, [seeds, steps]), "mean_iou": ...}``: training loss and validation mean
+    IoU of each seed's ``metrics.jsonl`` (a step logged twice, after a resume, counts once)."""
+    curves = {}
+    for key, split in (("loss", "train"), ("mean_iou", "eval")):
+        per_seed = []
+        for seed in seeds:
+            records = read_metrics(experiments.run_dir(root, arm, seed))
+            per_seed.append({r["step"]: r[key] for r in records if r["split"] == split})
+        steps = sorted(set.intersection(*(set(s) for s in per_seed)))
+        curves[key] = (steps, np.asarray([[s[t] for t in steps] for s in per_seed], np.float64))
+    return curves
+
+
 def curves(experiment, root: str, arms: dict[str, Any], class_names, path: str) -> None:
     """Training loss and validation mean IoU against the step: mean over seeds, ± 1 s.d. band."""
-    from jaxseg.runs.experiment_report import learning_curves
-
     figure = _figure(11, 4)
     axes = figure.subplots(1, 2)
     for arm, summary in arms.items():
@@ -63,7 +76,8 @@ def per_class(experiment, root: str, arms: dict[str, Any], class_names, path: st
 
 def predictions(experiment, root: str, arms: dict[str, Any], class_names, path: str) -> None:
     """The first ``num_prediction_images`` evaluation images, their labels and each arm's
-    prediction (its first finished seed, last checkpoint), as ``visualize.panel`` draws them."""
+    prediction (its first finished seed, last checkpoint), as ``visualize.panel`` draws them.
+    The images are the first arm's evaluation data: arms are compared on the same data."""
     from PIL import Image
 
     from jaxseg import visualize
@@ -82,7 +96,7 @@ def predictions(experiment, root: str, arms: dict[str, Any], class_names, path: 
         columns[arm] = [np.argmax(predict_image(predictor, e["image"]), -1) for e in examples]
     images = [e["image"] for e in examples]
     labels = [e["label"] for e in examples]
-    if len({image.shape for image in images}) > 1:  # Shown at the first image's size.
+    if len({image.shape for image in images}) > 1:  # Shown cropped to the smallest.
         images, labels, columns = _same_size(images, labels, columns)
     picture = visualize.panel(
         np.stack(images),

@@ -10,7 +10,7 @@
   seeds with a band of ± one standard deviation;
 - ``<name>_per_class.png``: per-class IoU bars with the spread;
 - ``<name>_predictions.png``: a few evaluation images, their labels and each arm's prediction
-  (first seed).
+  (its first finished seed).
 
 The pictures need matplotlib (``pip install 'jaxseg[experiments]'``).
 """
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from jaxseg.runs import experiments
-from jaxseg.summary import jsonable, read_metrics
+from jaxseg.summary import jsonable
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:
@@ -77,11 +77,14 @@ def markdown(name: str, experiment, arms: dict[str, Any], class_names: list[str]
             return "-"
         return f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
 
-    lines = [f"### {name}", "", "Mean ± standard deviation over seeds (n = seeds finished).", ""]
-    lines += ["| arm | n | " + " | ".join(experiment.metrics) + " |"]
-    lines += ["|---|---:|" + "---:|" * len(experiment.metrics)]
+    lines = [f"### {name}", "", "Mean ± standard deviation over seeds (n = seeds finished); "
+             "s/run: wall seconds of a run (training and scoring; a resumed run's last part).", ""]  # fmt: skip
+    lines += ["| arm | n | " + " | ".join(experiment.metrics) + " | s/run |"]
+    lines += ["|---|---:|" + "---:|" * (len(experiment.metrics) + 1)]
     for arm, summary in arms.items():
         values = [cell(summary["metrics"][m]) for m in experiment.metrics]
+        seconds = [r["seconds"] for r in summary["runs"] if "seconds" in r]
+        values.append(f"{np.mean(seconds):.0f}" if seconds else "-")
         lines += [f"| {arm} | {len(summary['seeds'])} | " + " | ".join(values) + " |"]
     lines += ["", "Per-class IoU:", ""]
     lines += ["| arm | " + " | ".join(class_names) + " |", "|---|" + "---:|" * len(class_names)]
@@ -129,20 +132,6 @@ def write_report(
             paths[kind] = os.path.join(results_dir, f"{name}{kind}")
             draw(experiment, root, arms, class_names, paths[kind])
     return paths
-
-
-def learning_curves(root: str, arm: str, seeds: list[int]) -> dict[str, tuple[list, np.ndarray]]:
-    """``{"loss": (steps, [seeds, steps]), "mean_iou": ...}``: training loss and validation mean
-    IoU of each seed's ``metrics.jsonl`` (a step logged twice, after a resume, counts once)."""
-    curves = {}
-    for key, split in (("loss", "train"), ("mean_iou", "eval")):
-        per_seed = []
-        for seed in seeds:
-            records = read_metrics(experiments.run_dir(root, arm, seed))
-            per_seed.append({r["step"]: r[key] for r in records if r["split"] == split})
-        steps = sorted(set.intersection(*(set(s) for s in per_seed)))
-        curves[key] = (steps, np.asarray([[s[t] for t in steps] for s in per_seed], np.float64))
-    return curves
 
 
 def machine() -> str:

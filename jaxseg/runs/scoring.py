@@ -148,8 +148,10 @@ def _isbi(cell_probabilities: list[np.ndarray], labels: list[np.ndarray]) -> dic
 
 
 def write_json(result: dict[str, Any], path: str) -> None:
-    """Writes ``result`` as strict JSON (no NaN), creating the folder."""
+    """Writes ``result`` as strict JSON (no NaN), creating the folder; whole or not at all (a
+    temporary file renamed), so a crash leaves no half-written file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2, allow_nan=False)
-        f.write("\n")
+    text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
