@@ -44,6 +44,7 @@ def test_an_arm_changes_only_the_fields_it_names():
     assert (wide.loss.dice, wide.loss.cross_entropy) == (0.5, 1.0)
     fcn = experiments.run_config(experiment, "fcn", 7)
     assert (fcn.model, fcn.learning_rate, fcn.seed) == ("fcn8s", 0.1, 7)
+    assert dict(fcn.model_kwargs) == {}  # The U-Net's kwargs are not the FCN's.
     assert experiments.arm_config(experiment, "open").augment.rot90_prob == 0.5  # Added key.
     assert experiment.base.model_kwargs.base_features == 4  # The base is not changed.
 
@@ -60,6 +61,14 @@ def test_an_arm_changes_only_the_fields_it_names():
         ("seeds", (0, 0), "distinct"),
         ("seeds", (-1,), "non-negative"),
         ("metrics", (), "metrics"),
+        ("metrics", ("mean_iouu",), "unknown metric 'mean_iouu'"),
+        ("metrics", ("isbi.v_rand",), "unknown metric"),  # Needs evaluate = True.
+        (
+            "arms",
+            (("a", {"model_kwargs": {"skipp": "add"}}),),
+            "arm 'a': model 'unet' has no field",
+        ),
+        ("arms", (("a", {"model": "nosuch"}),), "arm 'a': unknown model 'nosuch'"),
     ],
 )
 def test_a_bad_experiment_is_named(field, value, message):
@@ -68,6 +77,12 @@ def test_a_bad_experiment_is_named(field, value, message):
         experiment[field] = value
     with pytest.raises(ValueError, match=message):
         experiments.check(experiment)
+
+
+def test_no_report_without_a_finished_run(tmp_path):
+    with pytest.raises(ValueError, match="no finished run"):
+        experiment_report.write_report("tiny", _experiment("/unused"), str(tmp_path), str(tmp_path))
+    assert not os.listdir(tmp_path)  # Nothing written (an earlier report would stay as it is).
 
 
 def test_unknown_arms_are_refused_before_training():

@@ -96,11 +96,17 @@ def markdown(name: str, experiment, arms: dict[str, Any], class_names: list[str]
 def write_report(
     name: str, experiment, root: str, results_dir: str, *, command: str = ""
 ) -> dict[str, str]:
-    """Writes the JSON, the Markdown and (where runs finished) the pictures; returns their paths."""
+    """Writes the JSON, the Markdown and the pictures of the finished runs; returns their paths.
+
+    Raises:
+      ValueError: no finished run, or a metric the results do not have.
+    """
     from jaxseg.training import resolve_model
 
     found = experiments.results(experiment, root)
     arms = summarize(experiment, found)
+    if not arms:
+        raise ValueError(f"no finished run in {root} to report")
     first = experiments.arm_config(experiment, experiments.arm_names(experiment)[0])
     class_names = list(resolve_model(first)[0].class_names)
     os.makedirs(results_dir, exist_ok=True)
@@ -121,16 +127,18 @@ def write_report(
         f.write("\n")
     with open(paths[".md"], "w") as f:
         f.write(markdown(name, experiment, arms, class_names))
-    if arms:
-        from jaxseg.runs import experiment_plots
+        f.write(f"\n`{command}`; {report['machine']}; budget {json.dumps(report['budget'])}.\n")
+    from jaxseg.runs import experiment_plots
 
-        for kind, draw in (
-            ("_curves.png", experiment_plots.curves),
-            ("_per_class.png", experiment_plots.per_class),
-            ("_predictions.png", experiment_plots.predictions),
-        ):
-            paths[kind] = os.path.join(results_dir, f"{name}{kind}")
-            draw(experiment, root, arms, class_names, paths[kind])
+    for kind, draw in (
+        ("_curves.png", experiment_plots.curves),
+        ("_per_class.png", experiment_plots.per_class),
+        ("_predictions.png", experiment_plots.predictions),
+    ):
+        if kind == "_predictions.png" and not experiment.get("num_prediction_images", 4):
+            continue
+        paths[kind] = os.path.join(results_dir, f"{name}{kind}")
+        draw(experiment, root, arms, class_names, paths[kind])
     return paths
 
 

@@ -6,7 +6,8 @@ An experiment file is a config file (``python -m jaxseg.experiment --config FILE
 - ``base``: the training config every run starts from.
 - ``arms``: ``((name, overrides), ...)`` in the order the tables show them. ``overrides`` is a
   dict of config fields; a nested dict changes only the fields it names
-  (``{"model_kwargs": {"skip": "add"}}``), so a base without ``model_kwargs`` takes an arm's whole.
+  (``{"model_kwargs": {"skip": "add"}}``). An arm that changes ``model`` starts from empty
+  ``model_kwargs`` (the base's belong to the base's model).
 - ``seeds``: e.g. ``(0, 1, 2)``. A run's ``config.seed`` sets its initialisation, data order,
   augmentation and dropout.
 - ``metrics``: the final metrics the tables show, by name in a run's result (``mean_iou``;
@@ -32,7 +33,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 
+from jaxseg.metrics import segmentation_metrics
 from jaxseg.summary import CONFIG_FILE
 
 RESULT_FILE = "result.json"
@@ -42,7 +45,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 def check(experiment: ml_collections.ConfigDict) -> None:
     """Raises ``ValueError`` naming the first bad field of an experiment."""
-    for field in ("base", "arms", "seeds", "metrics", "evaluate"):
+    for field in ("base", "arms", "seeds", "metrics", "evaluate"):  # num_prediction_images: 4.
         if field not in experiment:
             raise ValueError(f"the experiment has no {field!r} field")
     arms = experiment.arms
@@ -63,8 +66,19 @@ def check(experiment: ml_collections.ConfigDict) -> None:
         raise ValueError(f"seeds must be distinct; got {seeds!r}")
     if not experiment.metrics or not all(isinstance(m, str) for m in experiment.metrics):
         raise ValueError(f"metrics must be names of result fields; got {experiment.metrics!r}")
-    for name in names:
-        arm_config(experiment, name)  # Every arm's overrides fit the base config.
+    for name in names:  # Every arm's overrides fit the base config and build its model.
+        from jaxseg import training
+
+        try:
+            training.resolve_model(training.complete_config(arm_config(experiment, name)))
+        except ValueError as error:
+            raise ValueError(f"arm {name!r}: {error}") from None
+    known = set(segmentation_metrics(np.eye(2))) | (
+        {"isbi", "isbi_best"} if experiment.evaluate else set()
+    )
+    for metric in experiment.metrics:
+        if metric.split(".")[0] not in known:
+            raise ValueError(f"unknown metric {metric!r}; choose from {sorted(known)}")
 
 
 def arm_names(experiment) -> list[str]:
@@ -78,6 +92,8 @@ def arm_config(experiment, arm: str) -> ml_collections.ConfigDict:
         raise ValueError(f"no arm {arm!r}; the experiment has {arm_names(experiment)}")
     config = experiment.base.copy_and_resolve_references()
     with config.unlocked():
+        if dict(overrides).get("model", config.model) != config.model:
+            config.model_kwargs = {}  # Another model: the base's kwargs are not its own.
         _merge(config, overrides, f"arm {arm!r}")
     return config
 
