@@ -13,24 +13,17 @@ the 101 validation frames. 9 runs. CamVid: research and non-commercial use only.
 import ml_collections
 
 from configs import unet_camvid
+from experiments.camvid_losses import quarter_resolution
 
 FCN = {"base_features": 8, "fc_features": 128, "dropout_rate": 0.5}
 
 
 def get_config():
     experiment = ml_collections.ConfigDict()
-    base = unet_camvid.get_config()
-    base.manual_dir = "../shared/data/camvid"  # Your copy of CamVid (SegNet's preparation).
+    base = quarter_resolution(unet_camvid.get_config())
     base.model = "fcn32s"
     base.model_kwargs = FCN
-    base.resize_to = (90, 120)  # Quarter resolution: the CPU budget.
-    base.input_size = (80, 112)  # Random crops.
-    base.eval_size = (96, 128)  # Whole validation frames, padded.
-    base.num_train_steps = 300
-    base.eval_every_steps = 100
-    base.checkpoint_every_steps = 150
     base.batch_size = 4
-    base.loss = {"cross_entropy": 1.0, "dice": 0.0, "focal": 0.0}
     experiment.base = base  # Training config every run starts from (configs/unet_camvid.py).
     # (name, overrides of base): the output stride, i.e. which pooling layers' scores are fused.
     experiment.arms = (
@@ -38,16 +31,9 @@ def get_config():
         ("fcn16s", {"model": "fcn16s"}),
         ("fcn8s", {"model": "fcn8s"}),
     )
-    experiment.seeds = (
-        0,
-        1,
-        2,
-    )  # Each arm once per seed: initialisation, data order, augmentation.
-    experiment.metrics = (
-        "mean_iou",
-        "pixel_accuracy",
-        "mean_accuracy",
-    )  # From training's last eval.
+    # Each arm once per seed: initialisation, data order, augmentation.
+    experiment.seeds = (0, 1, 2)
+    experiment.metrics = ("mean_iou", "pixel_accuracy", "mean_accuracy")  # Training's last eval.
     experiment.evaluate = False  # True: score the last checkpoint with jaxseg.evaluate instead.
     experiment.num_prediction_images = 3  # Validation frames in the prediction grid.
     return experiment

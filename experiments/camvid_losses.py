@@ -1,5 +1,6 @@
 """Ablation: the loss on CamVid. Cross-entropy, class-weighted cross-entropy (median frequency
-balancing over all training pixels), cross-entropy + Dice, and focal loss, three seeds each, on the same U-Net.
+balancing over all training pixels), cross-entropy + Dice, and focal loss, three seeds each, on
+the same U-Net.
 
 Budget (a 2-core CPU): CamVid at quarter resolution (90x120), random 80x112 crops, batch 8,
 300 steps of AdamW (1e-3, cosine) on a U-Net with batch norm (16 base features, depth 4);
@@ -29,11 +30,10 @@ def median_frequency_weights(fractions) -> tuple[float, ...]:
     return tuple(float(w) for w in np.median(fractions) / fractions)
 
 
-def get_config():
-    experiment = ml_collections.ConfigDict()
-    base = unet_camvid.get_config()
+def quarter_resolution(base):
+    """``base`` (a CamVid config) at this CPU budget: quarter resolution, 300 steps, plain
+    cross-entropy. Shared with experiments/camvid_fcn.py."""
     base.manual_dir = "../shared/data/camvid"  # Your copy of CamVid (SegNet's preparation).
-    base.model_kwargs = {"padding": "SAME", "depth": 4, "base_features": 16, "batch_norm": True}
     base.resize_to = (90, 120)  # Quarter resolution: the CPU budget.
     base.input_size = (80, 112)  # Random crops, multiples of 2**depth.
     base.eval_size = (96, 128)  # Whole validation frames, padded.
@@ -41,6 +41,13 @@ def get_config():
     base.eval_every_steps = 100
     base.checkpoint_every_steps = 150
     base.loss = {"cross_entropy": 1.0, "dice": 0.0, "focal": 0.0}
+    return base
+
+
+def get_config():
+    experiment = ml_collections.ConfigDict()
+    base = quarter_resolution(unet_camvid.get_config())
+    base.model_kwargs = {"padding": "SAME", "depth": 4, "base_features": 16, "batch_norm": True}
     experiment.base = base  # Training config every run starts from (configs/unet_camvid.py).
     # (name, overrides of base): one arm per loss.
     experiment.arms = (
@@ -49,16 +56,9 @@ def get_config():
         ("ce_dice", {"loss": {"dice": 1.0}}),
         ("focal", {"loss": {"cross_entropy": 0.0, "focal": 1.0}}),
     )
-    experiment.seeds = (
-        0,
-        1,
-        2,
-    )  # Each arm once per seed: initialisation, data order, augmentation.
-    experiment.metrics = (
-        "mean_iou",
-        "pixel_accuracy",
-        "mean_accuracy",
-    )  # From training's last eval.
+    # Each arm once per seed: initialisation, data order, augmentation.
+    experiment.seeds = (0, 1, 2)
+    experiment.metrics = ("mean_iou", "pixel_accuracy", "mean_accuracy")  # Training's last eval.
     experiment.evaluate = False  # True: score the last checkpoint with jaxseg.evaluate instead.
     experiment.num_prediction_images = 3  # Validation frames in the prediction grid.
     return experiment

@@ -35,11 +35,8 @@ def get_config():
         ("no_elastic", {"augment": {"elastic_prob": 0.0}}),
         ("valid_padding", {"model_kwargs": {"padding": "VALID"}, "input_size": (220, 220)}),
     )
-    experiment.seeds = (
-        0,
-        1,
-        2,
-    )  # Each arm once per seed: initialisation, data order, augmentation.
+    # Each arm once per seed: initialisation, data order, augmentation.
+    experiment.seeds = (0, 1, 2)
     # Scored whole by jaxseg.evaluate: pixel error (1 - accuracy at 0.5), V_rand, V_info.
     experiment.metrics = ("isbi.pixel_misclassification", "isbi.v_rand", "isbi.v_info", "mean_iou")
     experiment.evaluate = True

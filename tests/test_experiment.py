@@ -36,7 +36,7 @@ def test_an_arm_changes_only_the_fields_it_names():
     experiment = _experiment("/unused")
     experiment.arms = (
         ("wide", {"model_kwargs": {"base_features": 8}, "loss": {"dice": 0.5}}),
-        ("fcn", {"model": "fcn8s", "learning_rate": 0.1}),
+        ("fcn", {"model": "fcn8s", "model_kwargs": {"base_features": 4}, "learning_rate": 0.1}),
         ("open", {"augment": {"rot90_prob": 0.5}}),
     )
     wide = experiments.arm_config(experiment, "wide")
@@ -44,7 +44,7 @@ def test_an_arm_changes_only_the_fields_it_names():
     assert (wide.loss.dice, wide.loss.cross_entropy) == (0.5, 1.0)
     fcn = experiments.run_config(experiment, "fcn", 7)
     assert (fcn.model, fcn.learning_rate, fcn.seed) == ("fcn8s", 0.1, 7)
-    assert dict(fcn.model_kwargs) == {}  # The U-Net's kwargs are not the FCN's.
+    assert dict(fcn.model_kwargs) == {"base_features": 4}  # Not merged into the U-Net's.
     assert experiments.arm_config(experiment, "open").augment.rot90_prob == 0.5  # Added key.
     assert experiment.base.model_kwargs.base_features == 4  # The base is not changed.
 

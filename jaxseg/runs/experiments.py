@@ -6,8 +6,8 @@ An experiment file is a config file (``python -m jaxseg.experiment --config FILE
 - ``base``: the training config every run starts from.
 - ``arms``: ``((name, overrides), ...)`` in the order the tables show them. ``overrides`` is a
   dict of config fields; a nested dict changes only the fields it names
-  (``{"model_kwargs": {"skip": "add"}}``). An arm that changes ``model`` starts from empty
-  ``model_kwargs`` (the base's belong to the base's model).
+  (``{"model_kwargs": {"skip": "add"}}``). An arm that changes ``model`` and gives
+  ``model_kwargs`` gets only those (the base's belong to the base's model).
 - ``seeds``: e.g. ``(0, 1, 2)``. A run's ``config.seed`` sets its initialisation, data order,
   augmentation and dropout.
 - ``metrics``: the final metrics the tables show, by name in a run's result (``mean_iou``;
@@ -92,8 +92,9 @@ def arm_config(experiment, arm: str) -> ml_collections.ConfigDict:
         raise ValueError(f"no arm {arm!r}; the experiment has {arm_names(experiment)}")
     config = experiment.base.copy_and_resolve_references()
     with config.unlocked():
-        if dict(overrides).get("model", config.model) != config.model:
-            config.model_kwargs = {}  # Another model: the base's kwargs are not its own.
+        overrides = dict(overrides)
+        if overrides.get("model", config.model) != config.model and "model_kwargs" in overrides:
+            config.model_kwargs = {}  # Another model's kwargs: the base's are not merged in.
         _merge(config, overrides, f"arm {arm!r}")
     return config
 
