@@ -1,13 +1,15 @@
-"""Ablation: what the U-Net paper's ingredients add on ISBI 2012, three seeds each. From the CPU
-recipe (configs/unet_isbi_cpu.py: same padding, elastic deformation, no border weights), one
-change per arm: the border weight map on (w0 = 10, sigma = 5 px), the elastic deformation off,
-or valid padding with overlap-tile input. Slices 0-19 train; slices 20-23 are scored whole through
-tiled inference (jaxseg.evaluate): pixel error at 0.5, V_rand and V_info (higher is better).
+"""Ablation: what the U-Net paper's ingredients add on ISBI 2012, three seeds each.
+
+From the CPU recipe (configs/unet_isbi_cpu.py: same padding, elastic deformation, no border
+weights), one change per arm: the paper's weight map on (class balancing plus the border term,
+w0 = 10, sigma = 5 px), the elastic deformation off, or valid padding with overlap-tile input.
+Slices 0-19 train; slices 20-23 are scored whole through tiled inference (jaxseg.evaluate): the
+pixel error at threshold 0.5 (lower is better), V_rand and V_info (higher is better).
 
 Budget (a 2-core CPU): a depth-3 U-Net (16 base features), batch 4, 400 steps of Adam (1e-3,
-cosine); 'same' arms train on 128x128 crops, the valid arm on 220x220 tiles whose 132x132
-centre is predicted (about the same labelled area per step, three times the compute). 12 runs.
-ISBI data: research and non-commercial use only (see the data's README).
+cosine); 'same' arms train on 128x128 crops, the valid arm on 220x220 tiles whose 132x132 centre
+is predicted (about the same labelled area per step; 22.6 GFLOP a step against 13.5, as the runs
+log it). 12 runs. ISBI data: research and non-commercial use only (see the data's README).
 
     python -m jaxseg.experiment --config experiments/isbi_ingredients.py \
         --config.base.manual_dir=../shared/data/isbi2012
