@@ -39,8 +39,10 @@ def get_config():
     )
     # Each arm once per seed: initialisation, data order, augmentation.
     experiment.seeds = (0, 1, 2)
-    # Scored whole by jaxseg.evaluate: pixel error (1 - accuracy at 0.5), V_rand, V_info.
-    experiment.metrics = ("isbi.pixel_misclassification", "isbi.v_rand", "isbi.v_info", "mean_iou")
+    # Scored whole by jaxseg.evaluate: pixel error (1 - accuracy at 0.5), V_rand, V_info, and
+    # the challenge's way, at the best threshold: V_rand and its pixel error (1 - best F-score).
+    experiment.metrics = ("isbi.pixel_misclassification", "isbi.v_rand", "isbi.v_info",
+                          "isbi_best.v_rand", "isbi_best.isbi_pixel_error", "mean_iou")  # fmt: skip
     experiment.evaluate = True
     experiment.num_prediction_images = 2  # Slices in the prediction grid.
     return experiment
