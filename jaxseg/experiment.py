@@ -59,11 +59,14 @@ def main(argv) -> int:
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     command = " ".join(["python -m jaxseg.experiment", *sys.argv[1:]])
-    with errors.as_user_errors(ValueError):  # E.g. a metric name the results do not have.
-        paths = experiment_report.write_report(
-            name, experiment, root, _RESULTS.value, command=command
-        )
-    print("report: " + ", ".join(sorted(paths.values())))
+    with errors.as_user_errors(ValueError):  # No finished run for --report_only, a bad metric.
+        if _REPORT_ONLY.value or any(experiments.results(experiment, root).values()):
+            paths = experiment_report.write_report(
+                name, experiment, root, _RESULTS.value, command=command
+            )
+            print("report: " + ", ".join(sorted(paths.values())))
+        else:
+            print("no run finished yet: no report written")
     return 1 if failures else 0
 
 

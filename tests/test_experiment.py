@@ -207,6 +207,7 @@ def test_a_killed_job_resumes_with_the_same_command(tmp_path):
     output = job.communicate(timeout=120)[0]
     assert job.returncode == 0, output
     assert "stopped: run the same command again to resume" in output
+    assert "no run finished yet: no report written" in output
     assert not (workdir / "result.json").exists()
 
     done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
