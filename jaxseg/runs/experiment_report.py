@@ -163,9 +163,5 @@ def _budget(experiment) -> dict[str, Any]:
         "num_train_steps": base.num_train_steps,
         "batch_size": base.batch_size,
         "input_size": list(base.input_size),
-        "arms_change": {arm: _plain(o) for arm, o in experiment.arms},
+        "arms_change": dict(experiment.arms),  # Plain dicts (ConfigDict keeps tuples as given).
     }
-
-
-def _plain(value):
-    return {k: _plain(v) for k, v in dict(value).items()} if hasattr(value, "items") else value

@@ -34,6 +34,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from jaxseg.metrics import segmentation_metrics
 from jaxseg.summary import CONFIG_FILE
@@ -157,14 +158,11 @@ def check_workdir(experiment, root: str, arm: str, seed: int) -> None:
         )
 
 
-def _flat(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key != "model_kwargs":
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
+def _flat(values: dict) -> dict:
+    """``{"a.b": value}``; ``model_kwargs`` stays whole (a kwarg removed is a change too)."""
+    return traverse_util.flatten_dict(
+        values, sep=".", is_leaf=lambda path, _: path[-1:] == ("model_kwargs",)
+    )
 
 
 def runs(experiment, arms: Sequence[str] | None = None) -> list[tuple[str, int]]:
